@@ -1,0 +1,20 @@
+"""Scikit-learn estimators that train neural networks through a hypernetwork.
+
+Implements Sheikh et al., "Stochastic Maximum Likelihood Optimization via
+Hypernetworks": a hypernetwork turns Gaussian noise into the weights of a
+main network, trained with one weight sample per data point; predictions
+average several weight samples.
+"""
+
+from .classification import HyperNetClassifier, SGDBaselineClassifier
+from .regression import HyperNetRegressor, SGDBaseline
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "HyperNetClassifier",
+    "HyperNetRegressor",
+    "SGDBaseline",
+    "SGDBaselineClassifier",
+    "__version__",
+]

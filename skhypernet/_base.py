@@ -1,0 +1,360 @@
+"""The scikit-learn side shared by all estimators: validation, fitting, pickling."""
+
+import copy
+from abc import ABCMeta, abstractmethod
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator
+from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, Options, StrOptions
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+
+from . import _engine
+from ._model import HyperNetwork, PointEstimate, StochasticMLP, layer_shapes
+
+_SEED_HIGH = np.iinfo(np.int32).max
+_PAPER_BATCH_THRESHOLD = 5000
+
+
+def resolve_batch_size(batch_size, n_samples):
+    """Turn the ``batch_size`` parameter into a number of rows.
+
+    ``'auto'`` is ``min(32, n_samples)``; ``'paper'`` is the rule of the paper
+    (1 up to 5,000 training rows, 512 above); an int is clipped to
+    ``n_samples``.
+    """
+    if batch_size == "auto":
+        return min(32, n_samples)
+    if batch_size == "paper":
+        return 1 if n_samples <= _PAPER_BATCH_THRESHOLD else min(512, n_samples)
+    return min(batch_size, n_samples)
+
+
+def resolve_device(device):
+    """Return a ``torch.device`` for the ``device`` parameter."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            "device='cuda' was requested but CUDA is not available in this "
+            "torch installation; use device='cpu' or device='auto'."
+        )
+    return torch.device(device)
+
+
+def _to_tensor(array, dtype, device):
+    # torch.tensor copies: inputs may be read-only memmaps, which torch cannot
+    # share memory with safely.
+    return torch.tensor(np.asarray(array), dtype=dtype, device=device)
+
+
+class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
+    """Base class of all estimators: one training loop, hooks for the task.
+
+    Subclasses define the task (``_validate_targets``, ``_encode_targets``,
+    ``_row_loss``, ``_validation_score``) and the weight family
+    (``_build_weight_generator``).
+    """
+
+    _parameter_constraints: dict = {
+        "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
+        "input_noise": [Interval(Real, 0, None, closed="left")],
+        "batch_size": [
+            StrOptions({"auto", "paper"}),
+            Interval(Integral, 1, None, closed="left"),
+        ],
+        "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "shuffle": ["boolean"],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [
+            Interval(Integral, 1, None, closed="left"),
+            Options(Real, {np.inf}),
+        ],
+        "warm_start": ["boolean"],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+        "device": [StrOptions({"cpu", "cuda", "auto"})],
+    }
+
+    # -- hooks -------------------------------------------------------------
+    @abstractmethod
+    def _validate_targets(self, X, y, reset):
+        """Validate X and y together; return them as arrays."""
+
+    @abstractmethod
+    def _encode_targets(self, y, sample_weight, first_pass):
+        """Return (training targets as ndarray, number of network outputs)."""
+
+    @abstractmethod
+    def _targets_tensor(self, targets, device):
+        """Training targets as a tensor."""
+
+    @abstractmethod
+    def _row_loss(self, outputs, targets):
+        """Per-row loss of a batch (torch)."""
+
+    @abstractmethod
+    def _validation_score(self, X, y, sample_weight):
+        """Score of already validated data (higher is better)."""
+
+    @abstractmethod
+    def _build_weight_generator(self, shapes, generator):
+        """Return the WeightGenerator of this estimator family."""
+
+    @abstractmethod
+    def _n_weight_samples(self):
+        """Number of weight samples averaged at prediction."""
+
+    # -- fitting -----------------------------------------------------------
+    def _hidden_layer_sizes(self):
+        sizes = self.hidden_layer_sizes
+        sizes = list(sizes) if hasattr(sizes, "__iter__") else [sizes]
+        if any(int(size) != size or size < 1 for size in sizes):
+            raise ValueError(
+                f"hidden_layer_sizes must contain positive integers, got {sizes}."
+            )
+        return [int(size) for size in sizes]
+
+    def _initialise(self, n_features, n_outputs, device):
+        rng = check_random_state(self.random_state)
+        self._random_state = rng
+        self._generator = torch.Generator(device=device)
+        self._generator.manual_seed(int(rng.randint(_SEED_HIGH)))
+        self._predict_seed = int(rng.randint(_SEED_HIGH))
+        init_generator = torch.Generator().manual_seed(int(rng.randint(_SEED_HIGH)))
+        shapes = layer_shapes(n_features, self._hidden_layer_sizes(), n_outputs)
+        weight_generator = self._build_weight_generator(shapes, init_generator)
+        self.network_ = StochasticMLP(weight_generator, self.input_noise).to(device)
+        self._optimizer_state = None
+        self._history = _engine.TrainingHistory()
+
+    def _fit(self, X, y, sample_weight, incremental):
+        first_pass = not hasattr(self, "network_") or not (self.warm_start or incremental)
+        if incremental and self.early_stopping:
+            raise ValueError("partial_fit does not support early_stopping=True.")
+        X, y = self._validate_targets(X, y, reset=first_pass)
+        sample_weight = _check_sample_weight(
+            sample_weight, X, dtype=np.float64, ensure_non_negative=True
+        )
+        if not sample_weight.sum() > 0:
+            raise ValueError("sample_weight must contain at least one positive value.")
+        targets, n_outputs = self._encode_targets(y, sample_weight, first_pass)
+        device = resolve_device(self.device)
+        if first_pass:
+            self._initialise(X.shape[1], n_outputs, device)
+        else:
+            self.network_.to(device)
+            if self._generator.device != device:
+                state = self._generator.get_state()
+                self._generator = torch.Generator(device=device)
+                self._generator.set_state(state)
+
+        if self.early_stopping:
+            stratify = targets if targets.ndim == 1 else None
+            X, X_val, targets, _, sample_weight, weight_val, y, y_val = train_test_split(
+                X, targets, sample_weight, y,
+                test_size=self.validation_fraction,
+                random_state=self._random_state,
+                stratify=stratify,
+            )
+            if X_val.shape[0] < 2:
+                raise ValueError(
+                    "The validation set is too small. Increase 'validation_fraction' "
+                    "or the size of your dataset."
+                )
+            X_val_tensor = _to_tensor(X_val, torch.float64, device)
+
+            def validation_score():
+                return self._validation_score(X_val_tensor, y_val, weight_val)
+
+            self._history.best_state = None
+            self._history.best_validation_score = -np.inf
+        else:
+            validation_score = None
+
+        data = _engine.TrainingData(
+            X=_to_tensor(X, torch.float32, device),
+            targets=self._targets_tensor(targets, device),
+            weights=_to_tensor(sample_weight * (len(sample_weight) / sample_weight.sum()),
+                               torch.float32, device),
+        )
+        optimizer = _engine.make_optimizer(
+            self.network_, self.learning_rate_init, self._optimizer_state
+        )
+        max_epochs = 1 if incremental else self.max_iter
+        stopped = _engine.train(
+            self.network_,
+            optimizer,
+            data,
+            self._history,
+            row_loss=self._row_loss,
+            max_epochs=max_epochs,
+            batch_size=resolve_batch_size(self.batch_size, data.n_samples),
+            shuffle=self.shuffle,
+            tol=self.tol,
+            n_iter_no_change=self.n_iter_no_change,
+            generator=self._generator,
+            validation_score=validation_score,
+            verbose=self.verbose,
+        )
+        self._optimizer_state = optimizer.state_dict()
+        self._publish_history()
+        if not (stopped or incremental):
+            _engine.warn_not_converged(max_epochs)
+        return self
+
+    def _publish_history(self):
+        history = self._history
+        self.n_iter_ = history.n_iter
+        self.t_ = history.n_samples_seen
+        self.loss_curve_ = list(history.loss_curve)
+        if self.early_stopping:
+            self.validation_scores_ = list(history.validation_scores)
+            self.best_validation_score_ = history.best_validation_score
+            self.best_loss_ = None
+        else:
+            self.validation_scores_ = None
+            self.best_validation_score_ = None
+            self.best_loss_ = history.best_loss
+
+    # -- prediction --------------------------------------------------------
+    def _validate_X_predict(self, X):
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        return _to_tensor(X, torch.float64, self.network_.device)
+
+    def _predictive_mean(self, X_tensor, transform=None):
+        """Eq. 4 on an already validated float64 tensor; returns ndarray."""
+        mean = self.network_.predictive_mean(
+            X_tensor, self._n_weight_samples(), self._predict_seed, transform
+        )
+        return mean.cpu().numpy()
+
+    # -- persistence -------------------------------------------------------
+    def __getstate__(self):
+        # Tensors are stored on the CPU so that a model fitted on a GPU loads
+        # on a machine without one.
+        state = super().__getstate__()
+        if "network_" in state:
+            state["network_"] = copy.deepcopy(state["network_"]).cpu()
+        if state.get("_optimizer_state") is not None:
+            state["_optimizer_state"] = _tensors_to_cpu(state["_optimizer_state"])
+        if "_history" in state and state["_history"].best_state is not None:
+            history = copy.copy(state["_history"])
+            history.best_state = _tensors_to_cpu(history.best_state)
+            state["_history"] = history
+        if "_generator" in state:
+            state["_generator"] = state["_generator"].get_state()
+        return state
+
+    def __setstate__(self, state):
+        if "_generator" in state:
+            generator = torch.Generator()
+            generator.set_state(state["_generator"])
+            state["_generator"] = generator
+        super().__setstate__(state)
+
+
+def _tensors_to_cpu(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj.cpu()
+    if isinstance(obj, dict):
+        return obj.__class__((key, _tensors_to_cpu(value)) for key, value in obj.items())
+    if isinstance(obj, list):
+        return [_tensors_to_cpu(value) for value in obj]
+    return obj
+
+
+def _store_params(estimator, arguments):
+    """Set every constructor parameter from ``locals()`` of ``__init__``."""
+    for name in estimator._get_param_names():
+        setattr(estimator, name, arguments[name])
+
+
+class HyperNetworkFamily(BaseStochasticNetwork):
+    """Weights drawn from a hypernetwork (the paper's method)."""
+
+    _parameter_constraints: dict = {
+        **BaseStochasticNetwork._parameter_constraints,
+        "noise_dim": [Interval(Integral, 1, None, closed="left")],
+        "hyper_hidden_layer_sizes": ["array-like"],
+        "hyper_dropout": [Interval(Real, 0, 1, closed="left")],
+        "n_predict_samples": [Interval(Integral, 1, None, closed="left")],
+    }
+
+    def __init__(
+        self,
+        hidden_layer_sizes=(50,),
+        *,
+        noise_dim=10,
+        hyper_hidden_layer_sizes=(100, 50),
+        hyper_dropout=0.5,
+        input_noise=0.5,
+        n_predict_samples=100,
+        batch_size="auto",
+        learning_rate_init=1e-3,
+        max_iter=200,
+        shuffle=True,
+        tol=1e-4,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        warm_start=False,
+        random_state=None,
+        verbose=0,
+        device="cpu",
+    ):
+        _store_params(self, locals())
+
+    def _n_weight_samples(self):
+        return self.n_predict_samples
+
+    def _build_weight_generator(self, shapes, generator):
+        sizes = list(self.hyper_hidden_layer_sizes)
+        if any(int(size) != size or size < 1 for size in sizes):
+            raise ValueError(
+                f"hyper_hidden_layer_sizes must contain positive integers, got {sizes}."
+            )
+        return HyperNetwork(
+            shapes,
+            noise_dim=self.noise_dim,
+            hidden_layer_sizes=[int(size) for size in sizes],
+            dropout=self.hyper_dropout,
+            generator=generator,
+        )
+
+
+class PointEstimateFamily(BaseStochasticNetwork):
+    """Point-estimate weights: the plain "SGD" baseline of the paper."""
+
+    def __init__(
+        self,
+        hidden_layer_sizes=(50,),
+        *,
+        input_noise=0.5,
+        batch_size="auto",
+        learning_rate_init=1e-3,
+        max_iter=200,
+        shuffle=True,
+        tol=1e-4,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        warm_start=False,
+        random_state=None,
+        verbose=0,
+        device="cpu",
+    ):
+        _store_params(self, locals())
+
+    def _n_weight_samples(self):
+        return 1
+
+    def _build_weight_generator(self, shapes, generator):
+        return PointEstimate(shapes, generator)

@@ -1,0 +1,129 @@
+"""Parameter and attribute documentation shared by the public estimators.
+
+Class docstrings contain ``{name}`` placeholders for the blocks below, filled
+by :func:`fill_doc`, so a parameter is described once for all estimators.
+"""
+
+HYPERNET_PARAMETERS = """\
+    noise_dim : int, default=10
+        Dimension of the Gaussian noise ``eps`` fed to the hypernetwork.  It is
+        multiplied by a learned softplus scale, initially 1.
+
+    hyper_hidden_layer_sizes : array-like of int, default=(100, 50)
+        Hidden ReLU layers of the hypernetwork.  Its linear output layer has
+        one unit per weight and bias of the main network.
+
+    hyper_dropout : float, default=0.5
+        Dropout probability of the hypernetwork's hidden units during
+        training (the paper uses 0.5).
+
+    n_predict_samples : int, default=100
+        Number S of weight samples whose outputs are averaged at prediction
+        (eq. 4 of the paper).  The samples are fixed at fit time, so
+        predictions are repeatable and do not depend on the other rows of X.
+"""
+
+MAIN_PARAMETERS = """\
+    hidden_layer_sizes : array-like of int, default=(50,)
+        Hidden ReLU layers of the main network.
+"""
+
+TRAINING_PARAMETERS = """\
+    input_noise : float, default=0.5
+        Initial scale of the Gaussian noise added to the inputs during
+        training; the scale is learned end to end through a softplus.  0
+        disables input noise.
+
+    batch_size : int, 'auto' or 'paper', default='auto'
+        Rows per mini-batch.  'auto' is ``min(32, n_samples)``: a fit on 1,000
+        rows takes a few seconds and scores well.  'paper' is the rule of the
+        paper, 1 for up to 5,000 training rows and 512 above (much slower).
+        Larger values are clipped to the number of rows.
+
+    learning_rate_init : float, default=1e-3
+        Learning rate of the Adam optimiser.
+
+    max_iter : int, default=200
+        Maximum number of epochs of one call to ``fit``.
+
+    shuffle : bool, default=True
+        Whether to shuffle the rows before every epoch.
+
+    tol : float, default=1e-4
+        Tolerance of the stopping rule: training stops when the loss (or the
+        validation score with ``early_stopping``) has not improved by at
+        least ``tol`` for more than ``n_iter_no_change`` consecutive epochs.
+
+    early_stopping : bool, default=False
+        Set aside ``validation_fraction`` of the training data, score it
+        after every epoch and keep the parameters with the best score.
+
+    validation_fraction : float, default=0.1
+        Fraction of the training data used for early stopping.
+
+    n_iter_no_change : int, default=10
+        Number of epochs without improvement that the stopping rule allows.
+
+    warm_start : bool, default=False
+        Reuse the fitted parameters and optimiser state as the starting point
+        of the next call to ``fit``.
+
+    random_state : int, RandomState instance or None, default=None
+        Seeds initialisation, batch order, noise, dropout, the validation
+        split and the prediction samples.  An int makes ``fit`` and
+        ``predict`` bit-for-bit repeatable on the CPU; the global random
+        states of numpy and torch are not touched.
+
+    verbose : int, default=0
+        Print one line per epoch (loss, validation score, elapsed time).
+
+    device : {'cpu', 'cuda', 'auto'}, default='cpu'
+        Where to train.  'auto' picks CUDA when available.  Fitted models are
+        pickled with CPU tensors, so they load on machines without a GPU.
+"""
+
+COMMON_ATTRIBUTES = """\
+    network_ : torch.nn.Module
+        The fitted torch model (weight generator and input noise).
+
+    n_features_in_ : int
+        Number of features seen during fit.
+
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of features seen during fit, when X has string column names.
+
+    n_iter_ : int
+        Number of epochs run since the parameters were initialised.
+
+    t_ : int
+        Number of training rows seen since the parameters were initialised.
+
+    loss_curve_ : list of float
+        Mean training loss of every epoch (squared error on standardised
+        targets for regression, cross-entropy for classification).
+
+    best_loss_ : float or None
+        Lowest training loss; None with ``early_stopping``.
+
+    validation_scores_ : list of float or None
+        Validation score of every epoch with ``early_stopping``, else None.
+
+    best_validation_score_ : float or None
+        Best validation score with ``early_stopping``, else None.
+"""
+
+BLOCKS = {
+    "hypernet_parameters": HYPERNET_PARAMETERS,
+    "main_parameters": MAIN_PARAMETERS,
+    "training_parameters": TRAINING_PARAMETERS,
+    "common_attributes": COMMON_ATTRIBUTES,
+}
+
+
+def fill_doc(cls):
+    """Class decorator replacing ``{block}`` placeholders in the docstring."""
+    doc = cls.__doc__
+    for name, block in BLOCKS.items():
+        doc = doc.replace("    {" + name + "}\n", block)
+    cls.__doc__ = doc
+    return cls

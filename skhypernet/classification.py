@@ -1,0 +1,242 @@
+"""Public classifiers: HyperNetClassifier and SGDBaselineClassifier."""
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.base import ClassifierMixin
+from sklearn.metrics import accuracy_score
+from sklearn.utils.multiclass import (
+    _check_partial_fit_first_call,
+    check_classification_targets,
+)
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from ._base import BaseStochasticNetwork, HyperNetworkFamily, PointEstimateFamily
+from ._docstrings import fill_doc
+
+
+def _softmax(outputs):
+    return torch.softmax(outputs, dim=-1)
+
+
+class _StochasticClassifier(ClassifierMixin, BaseStochasticNetwork):
+    """Classification task: one logit per class, cross-entropy loss."""
+
+    def _validate_targets(self, X, y, reset):
+        X, y = validate_data(self, X, y, reset=reset, dtype=np.float64)
+        check_classification_targets(y)
+        return X, y
+
+    def _encode_targets(self, y, sample_weight, first_pass):
+        if first_pass and not self._classes_given:
+            self.classes_ = np.unique(y)
+        present = np.unique(y)
+        unknown = np.setdiff1d(present, self.classes_)
+        if unknown.size:
+            raise ValueError(
+                f"y contains classes {unknown.tolist()} that are not in classes_ "
+                f"{self.classes_.tolist()}."
+            )
+        if self.warm_start and not first_pass and present.size != self.classes_.size:
+            raise ValueError(
+                "warm_start can only be used where y has the same classes as in the "
+                f"previous call to fit. Previously got {self.classes_}, y has {present}."
+            )
+        if not self._classes_given:
+            weighted = np.unique(y[sample_weight > 0])
+            if weighted.size < 2 or self.classes_.size < 2:
+                raise ValueError(
+                    "The classifier needs samples of at least 2 classes with positive "
+                    f"sample_weight; got one class: {weighted.tolist()}."
+                )
+        return np.searchsorted(self.classes_, y), self.classes_.size
+
+    def _targets_tensor(self, targets, device):
+        return torch.tensor(targets, dtype=torch.long, device=device)
+
+    def _row_loss(self, outputs, targets):
+        return F.cross_entropy(outputs, targets, reduction="none")
+
+    def _proba_tensor(self, X_tensor):
+        return self._predictive_mean(X_tensor, transform=_softmax)
+
+    def _validation_score(self, X, y, sample_weight):
+        predicted = self.classes_[np.argmax(self._proba_tensor(X), axis=1)]
+        return accuracy_score(y, predicted, sample_weight=sample_weight)
+
+    def fit(self, X, y, sample_weight=None):
+        """Fit the model to X and y.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data.
+        y : array-like of shape (n_samples,)
+            Class labels of any type; at least two classes.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weights of the rows' losses.
+
+        Returns
+        -------
+        self : object
+            The fitted estimator.
+        """
+        self._validate_params()
+        self._classes_given = False
+        return self._fit(X, y, sample_weight, incremental=False)
+
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
+        """Train for one epoch on X and y, continuing from the current state.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data.
+        y : array-like of shape (n_samples,)
+            Class labels.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weights of the rows' losses.
+        classes : array-like of shape (n_classes,), default=None
+            All classes across the calls to ``partial_fit``.  Required on the
+            first call, ignored afterwards.
+
+        Returns
+        -------
+        self : object
+            The estimator.
+        """
+        self._validate_params()
+        if _check_partial_fit_first_call(self, classes) and self.classes_.size < 2:
+            raise ValueError(
+                f"classes must hold at least 2 classes, got {self.classes_.tolist()}."
+            )
+        self._classes_given = True
+        return self._fit(X, y, sample_weight, incremental=True)
+
+    def predict_proba(self, X):
+        """Class probabilities averaged over weight samples.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Input data.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+            Probabilities of the classes in the order of ``classes_``; rows sum
+            to 1.
+        """
+        return self._proba_tensor(self._validate_X_predict(X))
+
+    def predict_log_proba(self, X):
+        """Logarithm of :meth:`predict_proba`.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Input data.
+
+        Returns
+        -------
+        log_proba : ndarray of shape (n_samples, n_classes)
+            Log-probabilities of the classes in the order of ``classes_``.
+        """
+        return np.log(self.predict_proba(X))
+
+    def predict(self, X):
+        """Predict class labels: the class of highest mean probability.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Input data.
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,)
+            Predicted labels, of the type of the training labels.
+        """
+        check_is_fitted(self)
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+
+@fill_doc
+class HyperNetClassifier(HyperNetworkFamily, _StochasticClassifier):
+    """Classifier whose network weights are drawn from a trained hypernetwork.
+
+    A hypernetwork ``g(eps; Theta)`` maps Gaussian noise to the whole weight
+    vector of a ReLU main network with one output per class.  Training draws
+    one weight sample per row and minimises the cross-entropy; prediction
+    averages the class probabilities of ``n_predict_samples`` weight samples
+    (Sheikh et al., "Stochastic Maximum Likelihood Optimization via
+    Hypernetworks").
+
+    Parameters
+    ----------
+    {main_parameters}
+
+    {hypernet_parameters}
+
+    {training_parameters}
+
+    Attributes
+    ----------
+    {common_attributes}
+
+    classes_ : ndarray of shape (n_classes,)
+        Class labels.
+
+    See Also
+    --------
+    SGDBaselineClassifier : The same network and loop with point-estimate weights.
+    sklearn.neural_network.MLPClassifier : Scikit-learn's multi-layer perceptron.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from skhypernet import HyperNetClassifier
+    >>> X, y = load_iris(return_X_y=True)
+    >>> clf = HyperNetClassifier(max_iter=50, random_state=0).fit(X, y)
+    >>> clf.predict_proba(X[:2]).shape
+    (2, 3)
+    >>> clf.score(X, y) > 0.9
+    True
+    """
+
+
+@fill_doc
+class SGDBaselineClassifier(PointEstimateFamily, _StochasticClassifier):
+    """Classifier with point-estimate weights: the paper's "SGD" baseline.
+
+    The same main network, input noise, training loop and optimiser as
+    :class:`HyperNetClassifier`, with ordinary weights in place of the
+    hypernetwork.
+
+    Parameters
+    ----------
+    {main_parameters}
+
+    {training_parameters}
+
+    Attributes
+    ----------
+    {common_attributes}
+
+    classes_ : ndarray of shape (n_classes,)
+        Class labels.
+
+    See Also
+    --------
+    HyperNetClassifier : The hypernetwork method.
+    SGDBaseline : The regression twin.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from skhypernet import SGDBaselineClassifier
+    >>> X, y = load_iris(return_X_y=True)
+    >>> clf = SGDBaselineClassifier(max_iter=50, random_state=0).fit(X, y)
+    >>> clf.score(X, y) > 0.9
+    True
+    """

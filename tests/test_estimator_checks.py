@@ -1,0 +1,35 @@
+"""scikit-learn's own estimator checks on all four estimators."""
+
+from sklearn.utils.estimator_checks import check_param_validation, parametrize_with_checks
+
+from skhypernet import (
+    HyperNetClassifier,
+    HyperNetRegressor,
+    SGDBaseline,
+    SGDBaselineClassifier,
+)
+import pytest
+
+ESTIMATORS = [
+    HyperNetRegressor(random_state=0),
+    SGDBaseline(random_state=0),
+    HyperNetClassifier(random_state=0),
+    SGDBaselineClassifier(random_state=0),
+]
+
+EXPECTED_FAILED = {
+    "check_sample_weight_equivalence_on_dense_data": (
+        "one noise draw per row: a row of weight k sees one draw per epoch, k "
+        "repeated rows see k independent draws, so the fits differ"
+    ),
+}
+
+
+@parametrize_with_checks(ESTIMATORS, expected_failed_checks=lambda est: EXPECTED_FAILED)
+def test_sklearn_compatible(estimator, check):
+    check(estimator)
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS, ids=lambda est: type(est).__name__)
+def test_param_validation(estimator):
+    check_param_validation(type(estimator).__name__, estimator)
