@@ -240,7 +240,7 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
     def __getstate__(self):
         # Tensors are stored on the CPU so that a model fitted on a GPU loads
         # on a machine without one.
-        state = super().__getstate__()
+        state = dict(super().__getstate__())  # object.__getstate__ returns __dict__ itself
         if "network_" in state:
             state["network_"] = copy.deepcopy(state["network_"]).cpu()
         if state.get("_optimizer_state") is not None:
@@ -304,7 +304,7 @@ class HyperNetworkFamily(BaseStochasticNetwork):
         tol=1e-4,
         early_stopping=False,
         validation_fraction=0.1,
-        n_iter_no_change=10,
+        n_iter_no_change=20,
         warm_start=False,
         random_state=None,
         verbose=0,
@@ -345,7 +345,7 @@ class PointEstimateFamily(BaseStochasticNetwork):
         tol=1e-4,
         early_stopping=False,
         validation_fraction=0.1,
-        n_iter_no_change=10,
+        n_iter_no_change=20,
         warm_start=False,
         random_state=None,
         verbose=0,

@@ -61,8 +61,11 @@ TRAINING_PARAMETERS = """\
     validation_fraction : float, default=0.1
         Fraction of the training data used for early stopping.
 
-    n_iter_no_change : int, default=10
+    n_iter_no_change : int, default=20
         Number of epochs without improvement that the stopping rule allows.
+        Twice scikit-learn's MLP default: the training loss is deliberately
+        noisy (input noise, weight noise, dropout), and with 10 small data
+        sets stopped well before convergence.
 
     warm_start : bool, default=False
         Reuse the fitted parameters and optimiser state as the starting point

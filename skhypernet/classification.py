@@ -197,7 +197,7 @@ class HyperNetClassifier(HyperNetworkFamily, _StochasticClassifier):
     >>> from sklearn.datasets import load_iris
     >>> from skhypernet import HyperNetClassifier
     >>> X, y = load_iris(return_X_y=True)
-    >>> clf = HyperNetClassifier(max_iter=50, random_state=0).fit(X, y)
+    >>> clf = HyperNetClassifier(random_state=0).fit(X, y)
     >>> clf.predict_proba(X[:2]).shape
     (2, 3)
     >>> clf.score(X, y) > 0.9
@@ -236,7 +236,7 @@ class SGDBaselineClassifier(PointEstimateFamily, _StochasticClassifier):
     >>> from sklearn.datasets import load_iris
     >>> from skhypernet import SGDBaselineClassifier
     >>> X, y = load_iris(return_X_y=True)
-    >>> clf = SGDBaselineClassifier(max_iter=50, random_state=0).fit(X, y)
+    >>> clf = SGDBaselineClassifier(random_state=0).fit(X, y)
     >>> clf.score(X, y) > 0.9
     True
     """

@@ -147,7 +147,7 @@ class HyperNetRegressor(HyperNetworkFamily, _StochasticRegressor):
     >>> from sklearn.datasets import make_regression
     >>> from skhypernet import HyperNetRegressor
     >>> X, y = make_regression(n_samples=200, n_features=5, noise=1.0, random_state=0)
-    >>> reg = HyperNetRegressor(max_iter=50, random_state=0).fit(X, y)
+    >>> reg = HyperNetRegressor(random_state=0).fit(X, y)
     >>> reg.predict(X[:2]).shape
     (2,)
     >>> reg.score(X, y) > 0.9
@@ -186,7 +186,7 @@ class SGDBaseline(PointEstimateFamily, _StochasticRegressor):
     >>> from sklearn.datasets import make_regression
     >>> from skhypernet import SGDBaseline
     >>> X, y = make_regression(n_samples=200, n_features=5, noise=1.0, random_state=0)
-    >>> reg = SGDBaseline(max_iter=50, random_state=0).fit(X, y)
+    >>> reg = SGDBaseline(random_state=0).fit(X, y)
     >>> reg.score(X, y) > 0.9
     True
     """

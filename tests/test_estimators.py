@@ -1,0 +1,347 @@
+"""Behaviour of the four estimators beyond scikit-learn's generic checks."""
+
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from sklearn.datasets import load_iris, make_classification, make_regression
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
+
+from skhypernet import (
+    HyperNetClassifier,
+    HyperNetRegressor,
+    SGDBaseline,
+    SGDBaselineClassifier,
+)
+from skhypernet._base import resolve_batch_size
+
+REGRESSORS = [HyperNetRegressor, SGDBaseline]
+CLASSIFIERS = [HyperNetClassifier, SGDBaselineClassifier]
+ALL = REGRESSORS + CLASSIFIERS
+FAST = dict(max_iter=15, random_state=0)
+
+
+def regression_data(n=120, n_targets=1, seed=0):
+    X, y = make_regression(n_samples=n, n_features=5, n_targets=n_targets, noise=1.0,
+                           random_state=seed)
+    return X, y
+
+
+def classification_data(n=120, n_classes=3, seed=0):
+    return make_classification(n_samples=n, n_features=5, n_informative=4, n_redundant=0,
+                               n_classes=n_classes, random_state=seed)
+
+
+def data_for(cls, **kwargs):
+    return classification_data(**kwargs) if cls in CLASSIFIERS else regression_data(**kwargs)
+
+
+def predictions(model, X):
+    return model.predict_proba(X) if hasattr(model, "predict_proba") else model.predict(X)
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_fit_returns_self_and_sets_fitted_attributes(cls):
+    X, y = data_for(cls)
+    model = cls(**FAST)
+    assert model.fit(X, y) is model
+    assert model.n_features_in_ == 5
+    assert model.n_iter_ == len(model.loss_curve_) >= 1
+    assert all(np.isfinite(model.loss_curve_))
+    assert model.t_ == model.n_iter_ * len(X)
+    assert isinstance(model.network_, torch.nn.Module)
+    with pytest.raises(AttributeError):
+        model.feature_names_in_
+    if cls in CLASSIFIERS:
+        np.testing.assert_array_equal(model.classes_, [0, 1, 2])
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_feature_names_from_dataframe(cls):
+    pd = pytest.importorskip("pandas")
+    X, y = data_for(cls)
+    frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(5)])
+    model = cls(**FAST).fit(frame, y)
+    np.testing.assert_array_equal(model.feature_names_in_, frame.columns)
+    with pytest.warns(UserWarning, match="feature names"):
+        from_array = predictions(model, X)
+    np.testing.assert_allclose(predictions(model, frame), from_array)
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_unfitted_model_raises_not_fitted(cls):
+    with pytest.raises(NotFittedError):
+        cls().predict(np.zeros((2, 3)))
+
+
+def test_multi_output_regression():
+    X, y = regression_data(n_targets=3)
+    for cls in REGRESSORS:
+        model = cls(max_iter=200, n_iter_no_change=30, random_state=0).fit(X, y)
+        assert model.predict(X).shape == (120, 3)
+        assert model.n_outputs_ == 3
+        assert model.score(X, y) > 0.8
+
+
+@pytest.mark.parametrize("cls", REGRESSORS)
+def test_targets_standardised_internally(cls):
+    X, y = regression_data()
+    base = cls(**FAST).fit(X, y).predict(X)
+    shifted = cls(**FAST).fit(X, 1e6 * y + 3e7).predict(X)
+    np.testing.assert_allclose(shifted, 1e6 * base + 3e7, rtol=1e-4)
+
+
+@pytest.mark.parametrize("cls", CLASSIFIERS)
+@pytest.mark.parametrize("labels", [["no", "yes"], ["a", "b", "c"], [-1, 7]])
+def test_any_label_type(cls, labels):
+    X, y = classification_data(n_classes=len(labels))
+    y_labels = np.asarray(labels)[y]
+    model = cls(max_iter=30, random_state=0).fit(X, y_labels)
+    assert set(model.predict(X)) <= set(labels)
+    assert list(model.classes_) == sorted(labels)
+    proba = model.predict_proba(X)
+    assert proba.shape == (120, len(labels))
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    np.testing.assert_allclose(model.predict_log_proba(X), np.log(proba))
+    assert model.score(X, y_labels) > 0.7
+
+
+def test_batch_size_rules():
+    assert resolve_batch_size("auto", 1000) == 32
+    assert resolve_batch_size("auto", 10) == 10
+    assert resolve_batch_size("paper", 5000) == 1
+    assert resolve_batch_size("paper", 5001) == 512
+    assert resolve_batch_size(64, 10) == 10
+    X, y = regression_data(n=40)
+    model = HyperNetRegressor(batch_size="paper", max_iter=2, random_state=0).fit(X, y)
+    assert model.n_iter_ == 2
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_random_state_makes_fit_and_predict_bit_for_bit_repeatable(cls):
+    X, y = data_for(cls)
+    torch_state = torch.random.get_rng_state()
+    numpy_state = np.random.get_state()[1].copy()
+    first = cls(**FAST).fit(X, y)
+    second = cls(**FAST).fit(X, y)
+    np.testing.assert_array_equal(predictions(first, X), predictions(second, X))
+    np.testing.assert_array_equal(first.loss_curve_, second.loss_curve_)
+    assert torch.equal(torch.random.get_rng_state(), torch_state)
+    np.testing.assert_array_equal(np.random.get_state()[1], numpy_state)
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_random_state_none_gives_fresh_draws(cls):
+    X, y = data_for(cls)
+    first = cls(max_iter=3).fit(X, y)
+    second = cls(max_iter=3).fit(X, y)
+    assert not np.array_equal(predictions(first, X), predictions(second, X))
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_prediction_is_row_wise_and_repeatable(cls):
+    X, y = data_for(cls)
+    model = cls(**FAST).fit(X, y)
+    full = predictions(model, X)
+    np.testing.assert_array_equal(predictions(model, X), full)
+    order = np.random.RandomState(0).permutation(len(X))
+    np.testing.assert_allclose(predictions(model, X[order]), full[order], rtol=1e-12)
+    np.testing.assert_allclose(predictions(model, X[5:6]), full[5:6], rtol=1e-12)
+
+
+def test_prediction_averages_n_predict_samples():
+    X, y = regression_data()
+    model = HyperNetRegressor(n_predict_samples=1, **FAST).fit(X, y)
+    one = model.predict(X)
+    model.set_params(n_predict_samples=200)
+    many = model.predict(X)
+    assert not np.allclose(one, many)
+    # Averaging more samples gives a smoother (here: better) predictor.
+    assert np.mean((many - y) ** 2) < np.mean((one - y) ** 2)
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_partial_fit_runs_one_epoch_per_call(cls):
+    X, y = data_for(cls)
+    model = cls(random_state=0)
+    kwargs = {"classes": np.unique(y)} if cls in CLASSIFIERS else {}
+    model.partial_fit(X, y, **kwargs)
+    assert model.n_iter_ == 1
+    model.partial_fit(X[:60], y[:60])
+    assert model.n_iter_ == 2 and len(model.loss_curve_) == 2
+    assert model.t_ == 180
+
+
+@pytest.mark.parametrize("cls", CLASSIFIERS)
+def test_classifier_partial_fit_needs_classes_first(cls):
+    X, y = classification_data()
+    with pytest.raises(ValueError, match="classes must be passed"):
+        cls().partial_fit(X, y)
+    model = cls(random_state=0).partial_fit(X[y == 0], y[y == 0], classes=[0, 1, 2])
+    np.testing.assert_array_equal(model.classes_, [0, 1, 2])
+    assert model.predict_proba(X).shape == (120, 3)
+    with pytest.raises(ValueError, match="not in classes_"):
+        model.partial_fit(X, y + 5)
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_warm_start_continues_training(cls):
+    X, y = data_for(cls)
+    model = cls(warm_start=True, max_iter=5, tol=0, random_state=0).fit(X, y)
+    weights = [p.detach().clone() for p in model.network_.parameters()]
+    model.fit(X, y)
+    assert model.n_iter_ == 10 and len(model.loss_curve_) == 10
+    cold = cls(max_iter=5, tol=0, random_state=0).fit(X, y)
+    cold.fit(X, y)
+    assert cold.n_iter_ == 5
+    # A cold refit starts from the same initial weights as the first fit did.
+    assert not all(torch.equal(a, b) for a, b in zip(weights, model.network_.parameters()))
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_early_stopping_keeps_best_validation_score(cls):
+    X, y = data_for(cls, n=200)
+    model = cls(early_stopping=True, max_iter=60, n_iter_no_change=3, random_state=0)
+    model.fit(X, y)
+    assert model.best_loss_ is None
+    assert len(model.validation_scores_) == model.n_iter_
+    assert model.best_validation_score_ == max(model.validation_scores_)
+    assert model.n_iter_ < 60
+    with pytest.raises(ValueError, match="early_stopping"):
+        model.partial_fit(X, y)
+
+
+def test_stopping_rule_and_convergence_warning():
+    X, y = regression_data()
+    with pytest.warns(ConvergenceWarning, match="maximum iterations"):
+        HyperNetRegressor(max_iter=3, random_state=0).fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        model = SGDBaseline(max_iter=500, tol=10.0, n_iter_no_change=2).fit(X, y)
+    # The first epoch improves on nothing; 3 more without improvement stop it.
+    assert model.n_iter_ == 4
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_sample_weight(cls):
+    X, y = data_for(cls)
+    weights = np.ones(len(X))
+    unweighted = predictions(cls(**FAST).fit(X, y), X)
+    np.testing.assert_array_equal(
+        predictions(cls(**FAST).fit(X, y, sample_weight=weights), X), unweighted
+    )
+    # Doubling every weight changes nothing: weights are normalised globally.
+    np.testing.assert_array_equal(
+        predictions(cls(**FAST).fit(X, y, sample_weight=2 * weights), X), unweighted
+    )
+    weights[:60] = 0
+    assert not np.allclose(predictions(cls(**FAST).fit(X, y, sample_weight=weights), X),
+                           unweighted)
+    for bad, message in [(np.full(len(X), np.nan), "NaN"), (-weights, "[Nn]egative"),
+                         (np.zeros(len(X)), "non-zero|positive"), (np.ones(3), "shape|samples")]:
+        with pytest.raises(ValueError, match=message):
+            cls(**FAST).fit(X, y, sample_weight=bad)
+
+
+def test_sample_weight_moves_the_regression_fit():
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(200, 1))
+    y = np.where(np.arange(200) < 100, 0.0, 10.0)  # the same X, two target levels
+    weights = np.where(np.arange(200) < 100, 1.0, 0.1)
+    model = SGDBaseline(max_iter=50, random_state=0).fit(X, y, sample_weight=weights)
+    assert model.predict(X).mean() < 3.0
+
+
+@pytest.mark.parametrize("cls", ALL)
+@pytest.mark.parametrize(
+    "bad_X, error, message",
+    [
+        (np.array([[np.nan, 1.0, 2.0, 3.0, 4.0]] * 10), ValueError, "NaN"),
+        (np.array([[np.inf, 1.0, 2.0, 3.0, 4.0]] * 10), ValueError, "infinity"),
+        (np.array([["a", "b", "c", "d", "e"]] * 10), ValueError, "convert|string"),
+        (np.empty((0, 5)), ValueError, "0 sample"),
+        (sp.csr_matrix(np.ones((10, 5))), TypeError, "[Ss]parse"),
+    ],
+    ids=["nan", "inf", "strings", "empty", "sparse"],
+)
+def test_bad_input_raises_clear_errors(cls, bad_X, error, message):
+    y = np.arange(bad_X.shape[0]) % 2
+    with pytest.raises(error, match=message):
+        cls(**FAST).fit(bad_X, y)
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_wrong_feature_count_at_predict(cls):
+    X, y = data_for(cls)
+    model = cls(**FAST).fit(X, y)
+    with pytest.raises(ValueError, match="features"):
+        model.predict(X[:, :3])
+    with pytest.raises(ValueError, match="NaN"):
+        model.predict(np.full((2, 5), np.nan))
+
+
+def test_invalid_parameters_are_reported():
+    X, y = regression_data()
+    with pytest.raises(ValueError, match="hidden_layer_sizes"):
+        HyperNetRegressor(hidden_layer_sizes=(10, 0)).fit(X, y)
+    with pytest.raises(ValueError, match="hyper_hidden_layer_sizes"):
+        HyperNetRegressor(hyper_hidden_layer_sizes=(-3,)).fit(X, y)
+    with pytest.raises(ValueError, match="hyper_dropout"):
+        HyperNetRegressor(hyper_dropout=1.0).fit(X, y)
+    with pytest.raises(ValueError, match="batch_size"):
+        SGDBaseline(batch_size="huge").fit(X, y)
+
+
+def test_cuda_request_without_gpu_is_a_clear_error():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    X, y = regression_data()
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        HyperNetRegressor(device="cuda").fit(X, y)
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_pickle_round_trip_gives_identical_predictions(cls):
+    X, y = data_for(cls)
+    model = cls(warm_start=True, **FAST).fit(X, y)
+    restored = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(predictions(restored, X), predictions(model, X))
+    # Training continues identically after a round trip.
+    model.fit(X, y)
+    restored.fit(X, y)
+    np.testing.assert_array_equal(predictions(restored, X), predictions(model, X))
+
+
+def test_pickled_state_holds_only_cpu_tensors():
+    X, y = regression_data()
+    state = HyperNetRegressor(**FAST).fit(X, y).__getstate__()
+    tensors = list(state["network_"].parameters())
+    tensors += [v for s in state["_optimizer_state"]["state"].values() for v in s.values()
+                if isinstance(v, torch.Tensor)]
+    assert tensors and all(t.device.type == "cpu" for t in tensors)
+    assert isinstance(state["_generator"], torch.Tensor)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_fitted_model_loads_on_cpu():
+    X, y = regression_data()
+    model = HyperNetRegressor(device="cuda", **FAST).fit(X, y)
+    restored = pickle.loads(pickle.dumps(model))
+    assert restored.network_.device.type == "cpu"
+    np.testing.assert_allclose(restored.predict(X), model.predict(X), rtol=1e-5)
+
+
+def test_verbose_prints_one_line_per_epoch(capsys):
+    X, y = regression_data()
+    HyperNetRegressor(verbose=1, max_iter=3, random_state=0).fit(X, y)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Epoch")]
+    assert len(lines) == 3 and "loss = " in lines[0]
+
+
+def test_iris_classification_scores_well():
+    X, y = load_iris(return_X_y=True)
+    for cls in CLASSIFIERS:
+        assert cls(random_state=0).fit(X, y).score(X, y) > 0.9
