@@ -88,7 +88,7 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
         """Validate X and y together; return them as arrays."""
 
     @abstractmethod
-    def _encode_targets(self, y, sample_weight, first_pass):
+    def _encode_targets(self, y, sample_weight, first_pass, incremental):
         """Return (training targets as ndarray, number of network outputs)."""
 
     @abstractmethod
@@ -112,6 +112,27 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
         """Number of weight samples averaged at prediction."""
 
     # -- fitting -----------------------------------------------------------
+    def fit(self, X, y, sample_weight=None):
+        """Fit the model to X and y.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Target values: class labels of any type for classifiers (at least
+            two classes), real values for regressors (multi-output allowed).
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weights of the rows' losses, normalised to mean 1.
+
+        Returns
+        -------
+        self : object
+            The fitted estimator.
+        """
+        self._validate_params()
+        return self._fit(X, y, sample_weight, incremental=False)
+
     def _hidden_layer_sizes(self):
         sizes = self.hidden_layer_sizes
         sizes = list(sizes) if hasattr(sizes, "__iter__") else [sizes]
@@ -144,7 +165,7 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
         )
         if not sample_weight.sum() > 0:
             raise ValueError("sample_weight must contain at least one positive value.")
-        targets, n_outputs = self._encode_targets(y, sample_weight, first_pass)
+        targets, n_outputs = self._encode_targets(y, sample_weight, first_pass, incremental)
         device = resolve_device(self.device)
         if first_pass:
             self._initialise(X.shape[1], n_outputs, device)

@@ -115,11 +115,20 @@ COMMON_ATTRIBUTES = """\
         Best validation score with ``early_stopping``, else None.
 """
 
+_PARAMETERS_HEADER = "    Parameters\n    ----------\n"
+_ATTRIBUTES_HEADER = "    Attributes\n    ----------\n"
+
 BLOCKS = {
-    "hypernet_parameters": HYPERNET_PARAMETERS,
-    "main_parameters": MAIN_PARAMETERS,
-    "training_parameters": TRAINING_PARAMETERS,
-    "common_attributes": COMMON_ATTRIBUTES,
+    "hypernet_parameters": _PARAMETERS_HEADER
+    + "\n".join([MAIN_PARAMETERS, HYPERNET_PARAMETERS, TRAINING_PARAMETERS]),
+    "baseline_parameters": _PARAMETERS_HEADER
+    + "\n".join([MAIN_PARAMETERS, TRAINING_PARAMETERS]),
+    "regressor_attributes": _ATTRIBUTES_HEADER
+    + COMMON_ATTRIBUTES
+    + "\n    n_outputs_ : int\n        Number of targets.\n",
+    "classifier_attributes": _ATTRIBUTES_HEADER
+    + COMMON_ATTRIBUTES
+    + "\n    classes_ : ndarray of shape (n_classes,)\n        Class labels.\n",
 }
 
 

@@ -27,8 +27,9 @@ class _StochasticClassifier(ClassifierMixin, BaseStochasticNetwork):
         check_classification_targets(y)
         return X, y
 
-    def _encode_targets(self, y, sample_weight, first_pass):
-        if first_pass and not self._classes_given:
+    def _encode_targets(self, y, sample_weight, first_pass, incremental):
+        # partial_fit takes the classes from its `classes` argument.
+        if first_pass and not incremental:
             self.classes_ = np.unique(y)
         present = np.unique(y)
         unknown = np.setdiff1d(present, self.classes_)
@@ -42,7 +43,7 @@ class _StochasticClassifier(ClassifierMixin, BaseStochasticNetwork):
                 "warm_start can only be used where y has the same classes as in the "
                 f"previous call to fit. Previously got {self.classes_}, y has {present}."
             )
-        if not self._classes_given:
+        if not incremental:
             weighted = np.unique(y[sample_weight > 0])
             if weighted.size < 2 or self.classes_.size < 2:
                 raise ValueError(
@@ -63,27 +64,6 @@ class _StochasticClassifier(ClassifierMixin, BaseStochasticNetwork):
     def _validation_score(self, X, y, sample_weight):
         predicted = self.classes_[np.argmax(self._proba_tensor(X), axis=1)]
         return accuracy_score(y, predicted, sample_weight=sample_weight)
-
-    def fit(self, X, y, sample_weight=None):
-        """Fit the model to X and y.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Training data.
-        y : array-like of shape (n_samples,)
-            Class labels of any type; at least two classes.
-        sample_weight : array-like of shape (n_samples,), default=None
-            Non-negative weights of the rows' losses.
-
-        Returns
-        -------
-        self : object
-            The fitted estimator.
-        """
-        self._validate_params()
-        self._classes_given = False
-        return self._fit(X, y, sample_weight, incremental=False)
 
     def partial_fit(self, X, y, sample_weight=None, classes=None):
         """Train for one epoch on X and y, continuing from the current state.
@@ -110,7 +90,6 @@ class _StochasticClassifier(ClassifierMixin, BaseStochasticNetwork):
             raise ValueError(
                 f"classes must hold at least 2 classes, got {self.classes_.tolist()}."
             )
-        self._classes_given = True
         return self._fit(X, y, sample_weight, incremental=True)
 
     def predict_proba(self, X):
@@ -172,20 +151,9 @@ class HyperNetClassifier(HyperNetworkFamily, _StochasticClassifier):
     (Sheikh et al., "Stochastic Maximum Likelihood Optimization via
     Hypernetworks").
 
-    Parameters
-    ----------
-    {main_parameters}
-
     {hypernet_parameters}
 
-    {training_parameters}
-
-    Attributes
-    ----------
-    {common_attributes}
-
-    classes_ : ndarray of shape (n_classes,)
-        Class labels.
+    {classifier_attributes}
 
     See Also
     --------
@@ -213,18 +181,9 @@ class SGDBaselineClassifier(PointEstimateFamily, _StochasticClassifier):
     :class:`HyperNetClassifier`, with ordinary weights in place of the
     hypernetwork.
 
-    Parameters
-    ----------
-    {main_parameters}
+    {baseline_parameters}
 
-    {training_parameters}
-
-    Attributes
-    ----------
-    {common_attributes}
-
-    classes_ : ndarray of shape (n_classes,)
-        Class labels.
+    {classifier_attributes}
 
     See Also
     --------

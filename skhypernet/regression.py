@@ -18,7 +18,7 @@ class _StochasticRegressor(RegressorMixin, BaseStochasticNetwork):
             self, X, y, reset=reset, multi_output=True, y_numeric=True, dtype=np.float64
         )
 
-    def _encode_targets(self, y, sample_weight, first_pass):
+    def _encode_targets(self, y, sample_weight, first_pass, incremental):
         y = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
         if first_pass:
             self.n_outputs_ = y.shape[1]
@@ -46,26 +46,6 @@ class _StochasticRegressor(RegressorMixin, BaseStochasticNetwork):
 
     def _validation_score(self, X, y, sample_weight):
         return r2_score(y, self._predict_tensor(X), sample_weight=sample_weight)
-
-    def fit(self, X, y, sample_weight=None):
-        """Fit the model to X and y.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Training data.
-        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
-            Target values.
-        sample_weight : array-like of shape (n_samples,), default=None
-            Non-negative weights of the rows' losses.
-
-        Returns
-        -------
-        self : object
-            The fitted estimator.
-        """
-        self._validate_params()
-        return self._fit(X, y, sample_weight, incremental=False)
 
     def partial_fit(self, X, y, sample_weight=None):
         """Train for one epoch on X and y, continuing from the current state.
@@ -122,20 +102,9 @@ class HyperNetRegressor(HyperNetworkFamily, _StochasticRegressor):
     "Stochastic Maximum Likelihood Optimization via Hypernetworks").
     Targets are standardised internally; predictions are in original units.
 
-    Parameters
-    ----------
-    {main_parameters}
-
     {hypernet_parameters}
 
-    {training_parameters}
-
-    Attributes
-    ----------
-    {common_attributes}
-
-    n_outputs_ : int
-        Number of targets.
+    {regressor_attributes}
 
     See Also
     --------
@@ -163,18 +132,9 @@ class SGDBaseline(PointEstimateFamily, _StochasticRegressor):
     :class:`HyperNetRegressor`, with ordinary weights in place of the
     hypernetwork.
 
-    Parameters
-    ----------
-    {main_parameters}
+    {baseline_parameters}
 
-    {training_parameters}
-
-    Attributes
-    ----------
-    {common_attributes}
-
-    n_outputs_ : int
-        Number of targets.
+    {regressor_attributes}
 
     See Also
     --------
