@@ -62,8 +62,9 @@ def estimators(max_iter, random_state):
     }
 
 
-def compare(X, y, cv, max_iter, random_state, out=sys.stdout):
+def compare(X, y, cv, max_iter, random_state, out=None):
     """Cross-validate the models and print a Markdown table; return the scores."""
+    out = out or sys.stdout
     folds = KFold(cv, shuffle=True, random_state=random_state)
     results = {}
     header = "| model | R^2 (mean ± std) | RMSE (mean ± std) | fit time per fold (s) |"
