@@ -54,10 +54,12 @@ def _to_tensor(array, dtype, device):
 class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
     """Base class of all estimators: one training loop, hooks for the task.
 
-    Subclasses define the task (``_validate_targets``, ``_encode_targets``,
-    ``_row_loss``, ``_validation_score``) and the weight family
+    Subclasses define the task (``_classification``, ``_validate_targets``,
+    ``_encode_targets``, ``_validation_score``) and the weight family
     (``_build_weight_generator``).
     """
+
+    _classification = False
 
     _parameter_constraints: dict = {
         "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
@@ -94,10 +96,6 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
     @abstractmethod
     def _targets_tensor(self, targets, device):
         """Training targets as a tensor."""
-
-    @abstractmethod
-    def _row_loss(self, outputs, targets):
-        """Per-row loss of a batch (torch)."""
 
     @abstractmethod
     def _validation_score(self, X, y, sample_weight):
@@ -204,8 +202,9 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
             targets=self._targets_tensor(targets, device),
             weights=_to_tensor(sample_weight * (len(sample_weight) / sample_weight.sum()),
                                torch.float32, device),
+            classification=self._classification,
         )
-        optimizer = _engine.make_optimizer(
+        optimizer = _engine.FlatOptimizer(
             self.network_, self.learning_rate_init, self._optimizer_state
         )
         max_epochs = 1 if incremental else self.max_iter
@@ -214,7 +213,6 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
             optimizer,
             data,
             self._history,
-            row_loss=self._row_loss,
             max_epochs=max_epochs,
             batch_size=resolve_batch_size(self.batch_size, data.n_samples),
             shuffle=self.shuffle,

@@ -1,19 +1,359 @@
 """The training loop shared by every estimator.
 
-The engine knows nothing about scikit-learn: it takes a torch module whose
-forward pass maps ``(x, generator)`` to outputs, a per-row loss, tensors of
-inputs, targets and normalised sample weights, and runs epochs of Adam on
-shuffled mini-batches, keeping the loss history and the stopping rule of
-scikit-learn's MLP.
+The engine knows nothing about scikit-learn.  It trains a
+:class:`~skhypernet._model.StochasticMLP` (hypernetwork or point-estimate
+weights) with Adam on shuffled mini-batches and keeps the loss history and
+the stopping rule of scikit-learn's MLP.
+
+Speed comes from three choices, measured in ``docs/performance.md``:
+
+- all parameters live in one flat buffer, their gradients in another, so one
+  fused Adam call updates everything;
+- the forward and backward passes are written out by hand
+  (:func:`train_rows`): no autograd graph, per-row weights never
+  materialised, gradients written straight into the flat buffer;
+- a whole pass over the rows runs inside one TorchScript function, so the
+  per-step cost at batch size 1 is a few microseconds of dispatch per
+  operation instead of Python's.  Where TorchScript is unavailable the same
+  function runs as plain Python.
+
+:meth:`StochasticMLP.forward` with autograd and ``torch.optim.Adam`` is the
+straightforward formulation; the tests check the engine against it.
 """
 
+import contextlib
 import copy
 import time
 import warnings
 from dataclasses import dataclass, field
+from typing import List
 
 import torch
+import torch.nn.functional as F
 from sklearn.exceptions import ConvergenceWarning
+
+#: Rows whose noise is drawn at once; bounds the noise buffers' memory.
+NOISE_CHUNK_ROWS = 16384
+
+
+def row_loss(outputs, targets, classification):
+    """Per-row loss: cross-entropy, or squared error averaged over outputs."""
+    if classification:
+        return F.cross_entropy(outputs, targets, reduction="none")
+    return (outputs - targets).square().mean(dim=1)
+
+
+@torch.jit.ignore
+def adam_step(
+    flat: torch.Tensor,
+    flat_grad: torch.Tensor,
+    exp_avg: torch.Tensor,
+    exp_avg_sq: torch.Tensor,
+    step: torch.Tensor,
+    lr: float,
+) -> None:
+    """One fused Adam update (torch.optim.Adam's defaults) of the flat buffer.
+
+    Runs as Python even inside TorchScript, which would drop the in-place
+    fused call as dead code.
+    """
+    step += 1
+    torch._fused_adam_(
+        [flat], [flat_grad], [exp_avg], [exp_avg_sq], [], [step],
+        lr=lr, beta1=0.9, beta2=0.999, weight_decay=0.0, eps=1e-8,
+        amsgrad=False, maximize=False,
+    )
+
+
+def train_rows(
+    X: torch.Tensor,
+    targets: torch.Tensor,
+    weights: torch.Tensor,
+    order: torch.Tensor,
+    batch_size: int,
+    classification: bool,
+    input_noise: torch.Tensor,
+    weight_noise: torch.Tensor,
+    dropout_uniform: torch.Tensor,
+    keep: float,
+    hidden_sizes: List[int],
+    params: List[torch.Tensor],
+    grads: List[torch.Tensor],
+    n_hidden: int,
+    flat: torch.Tensor,
+    flat_grad: torch.Tensor,
+    exp_avg: torch.Tensor,
+    exp_avg_sq: torch.Tensor,
+    step: torch.Tensor,
+    lr: float,
+) -> torch.Tensor:
+    """Train on the rows ``order`` in mini-batches; return the summed loss.
+
+    ``params`` are views into ``flat``: ``[input_noise_raw, noise_scale_raw,
+    hidden weights..., hidden biases..., heads...]`` (the first two are empty
+    tensors when absent); ``grads`` the matching views into ``flat_grad``.
+    The noise tensors hold the draws of the rows in the order of ``order``.
+    """
+    total = torch.zeros((), dtype=X.dtype, device=X.device)
+    n_rows = order.shape[0]
+    for start in range(0, n_rows, batch_size):
+        stop = min(start + batch_size, n_rows)
+        index = order[start:stop]
+        total += batch_gradients(
+            X[index],
+            targets[index],
+            weights[index],
+            classification,
+            input_noise[start:stop] if input_noise.numel() > 0 else input_noise,
+            weight_noise[start:stop] if weight_noise.numel() > 0 else weight_noise,
+            dropout_uniform[start:stop] if dropout_uniform.numel() > 0 else dropout_uniform,
+            keep,
+            hidden_sizes,
+            params,
+            grads,
+            n_hidden,
+        )
+        adam_step(flat, flat_grad, exp_avg, exp_avg_sq, step, lr)
+    return total
+
+
+def batch_gradients(
+    x: torch.Tensor,
+    targets: torch.Tensor,
+    weights: torch.Tensor,
+    classification: bool,
+    input_noise: torch.Tensor,
+    weight_noise: torch.Tensor,
+    dropout_uniform: torch.Tensor,
+    keep: float,
+    hidden_sizes: List[int],
+    params: List[torch.Tensor],
+    grads: List[torch.Tensor],
+    n_hidden: int,
+) -> torch.Tensor:
+    """Gradient of the mean weighted loss of one batch, by hand.
+
+    Writes the gradients into ``grads`` and returns the summed weighted loss.
+    The forward pass is that of ``StochasticMLP.forward``.
+    """
+    n = x.shape[0]
+    input_noise_raw, noise_scale_raw = params[0], params[1]
+    hidden_weights = params[2 : 2 + n_hidden]
+    hidden_biases = params[2 + n_hidden : 2 + 2 * n_hidden]
+    heads = params[2 + 2 * n_hidden :]
+    hyper = noise_scale_raw.numel() > 0
+    noisy_input = input_noise_raw.numel() > 0
+    ones = torch.ones((n, 1), dtype=x.dtype, device=x.device)
+
+    # Forward pass, keeping what the backward pass needs.
+    if noisy_input:
+        x = torch.addcmul(x, input_noise, F.softplus(input_noise_raw))
+    hidden_inputs: List[torch.Tensor] = []
+    hidden_gates: List[torch.Tensor] = []
+    codes = ones
+    if hyper:
+        hidden = weight_noise * F.softplus(noise_scale_raw)
+        masks: List[torch.Tensor] = []
+        if dropout_uniform.numel() > 0:
+            masks = torch.split((dropout_uniform < keep).to(x.dtype) / keep, hidden_sizes, 1)
+        for k in range(n_hidden):
+            hidden_inputs.append(hidden)
+            pre = torch.addmm(hidden_biases[k], hidden, hidden_weights[k])
+            gate = (pre > 0).to(x.dtype)
+            if len(masks) > 0:
+                gate = gate * masks[k]
+            hidden_gates.append(gate)
+            hidden = pre * gate
+        codes = torch.cat([hidden, ones], 1)
+    code_size = codes.shape[1]
+    # A layer's output sum_{c,i} codes[c] inputs[i] head[c, i, o] is contracted
+    # in the order with the smaller intermediate: (codes outer inputs) @ head
+    # when the layer widens, inputs @ head first when it narrows.
+    layer_inputs: List[torch.Tensor] = []
+    contracted: List[torch.Tensor] = []
+    reordered_heads: List[torch.Tensor] = []
+    gates: List[torch.Tensor] = []
+    out = x
+    for index, head in enumerate(heads):
+        inputs = torch.cat([out, ones], 1)
+        layer_inputs.append(inputs)
+        fan_out = head.shape[2]
+        if not hyper:
+            contracted.append(inputs)
+            out = torch.mm(inputs, head[0])
+        elif fan_out < head.shape[1]:
+            reordered = head.transpose(0, 1).reshape(head.shape[1], -1)
+            reordered_heads.append(reordered)
+            per_code = torch.mm(inputs, reordered).view(n, code_size, fan_out)
+            contracted.append(per_code)
+            out = torch.bmm(codes.unsqueeze(1), per_code).squeeze(1)
+        else:
+            reordered_heads.append(head)
+            outer = (codes.unsqueeze(2) * inputs.unsqueeze(1)).flatten(1)
+            contracted.append(outer)
+            out = torch.mm(outer, head.view(-1, fan_out))
+        if index < len(heads) - 1:
+            gate = (out > 0).to(x.dtype)
+            gates.append(gate)
+            out = out * gate
+
+    # Loss and its gradient with respect to the outputs.
+    scale = weights.unsqueeze(1) / n
+    if classification:
+        log_proba = torch.log_softmax(out, 1)
+        picked = log_proba.gather(1, targets.unsqueeze(1)).squeeze(1)
+        losses = -picked
+        delta = torch.exp(log_proba)
+        delta.scatter_add_(1, targets.unsqueeze(1), -torch.ones_like(delta[:, :1]))
+        delta = delta * scale
+    else:
+        diff = out - targets
+        losses = diff.square().mean(1)
+        delta = diff * (scale * (2.0 / out.shape[1]))
+
+    # Backward pass through the main network.
+    grad_codes = torch.zeros_like(codes)
+    grad_x = delta
+    for index in range(len(heads) - 1, -1, -1):
+        head = heads[index]
+        fan_out = head.shape[2]
+        grad_head = grads[2 + 2 * n_hidden + index]
+        last_needed = index > 0 or hyper or noisy_input
+        if not hyper:
+            torch.mm(contracted[index].t(), delta, out=grad_head[0])
+            if not last_needed:
+                break
+            grad_inputs = torch.mm(delta, head[0].t())
+        elif fan_out < head.shape[1]:
+            per_code = contracted[index]
+            grad_per_code = codes.unsqueeze(2) * delta.unsqueeze(1)
+            grad_reordered = torch.mm(layer_inputs[index].t(), grad_per_code.flatten(1))
+            grad_head.copy_(grad_reordered.view(-1, code_size, fan_out).transpose(0, 1))
+            grad_codes += torch.bmm(per_code, delta.unsqueeze(2)).squeeze(2)
+            grad_inputs = torch.mm(grad_per_code.flatten(1), reordered_heads[index].t())
+        else:
+            torch.mm(contracted[index].t(), delta, out=grad_head.view(-1, fan_out))
+            grad_outer = torch.mm(delta, head.view(-1, fan_out).t()).view(n, code_size, -1)
+            grad_codes += torch.bmm(grad_outer, layer_inputs[index].unsqueeze(2)).squeeze(2)
+            grad_inputs = torch.bmm(codes.unsqueeze(1), grad_outer).squeeze(1)
+        grad_x = grad_inputs[:, :-1]
+        if index > 0:
+            delta = grad_x * gates[index - 1]
+    if noisy_input:
+        grads[0].copy_((grad_x * input_noise).sum() * torch.sigmoid(input_noise_raw))
+
+    # Backward pass through the hypernetwork.
+    if hyper:
+        grad_hidden = grad_codes[:, :-1]
+        for k in range(n_hidden - 1, -1, -1):
+            grad_pre = grad_hidden * hidden_gates[k]
+            torch.mm(hidden_inputs[k].t(), grad_pre, out=grads[2 + k])
+            torch.sum(grad_pre, 0, out=grads[2 + n_hidden + k])
+            grad_hidden = torch.mm(grad_pre, hidden_weights[k].t())
+        grads[1].copy_((grad_hidden * weight_noise).sum() * torch.sigmoid(noise_scale_raw))
+    return (weights * losses).sum()
+
+
+def _compile(function):
+    try:
+        with warnings.catch_warnings():
+            # Deprecated in favour of torch.compile, which needs a C++ compiler
+            # and compiles for tens of seconds; TorchScript needs neither.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return torch.jit.script(function)
+    except Exception:  # noqa: BLE001 - any failure means: run as Python
+        return function
+
+
+_compiled = {}
+
+
+def _train_rows():
+    # Scripted lazily: the first fit pays the compilation (a second or so).
+    if "train_rows" not in _compiled:
+        _compiled["train_rows"] = _compile(train_rows)
+    return _compiled["train_rows"]
+
+
+def _parameter_list(model):
+    """Parameters in the order ``train_rows`` expects; None where absent."""
+    generator = model.weight_generator
+    return [
+        model.input_noise_raw,
+        getattr(generator, "noise_scale_raw", None),
+        *getattr(generator, "hidden_weights", []),
+        *getattr(generator, "hidden_biases", []),
+        *generator.heads,
+    ]
+
+
+class FlatOptimizer:
+    """Adam over one flat buffer holding all of a model's parameters.
+
+    On creation the model's parameters are copied into the buffer and made
+    views of it, so the model and the optimiser share memory.
+
+    Parameters
+    ----------
+    model : StochasticMLP
+    learning_rate : float
+    state : dict, optional
+        A :meth:`state_dict` to resume from.
+    """
+
+    def __init__(self, model, learning_rate, state=None):
+        self.learning_rate = learning_rate
+        parameters = _parameter_list(model)
+        present = [p for p in parameters if p is not None]
+        device, dtype = present[0].device, present[0].dtype
+        size = sum(p.numel() for p in present)
+        self.flat = torch.empty(size, device=device, dtype=dtype)
+        self.flat_grad = torch.zeros(size, device=device, dtype=dtype)
+        empty = torch.empty(0, device=device, dtype=dtype)
+        self.params, self.grads = [], []
+        offset = 0
+        for parameter in parameters:
+            if parameter is None:
+                self.params.append(empty)
+                self.grads.append(empty)
+                continue
+            numel = parameter.numel()
+            view = self.flat[offset : offset + numel].view_as(parameter)
+            view.copy_(parameter.detach())
+            parameter.data = view
+            self.params.append(view)
+            self.grads.append(self.flat_grad[offset : offset + numel].view_as(parameter))
+            offset += numel
+        self.n_hidden = len(getattr(model.weight_generator, "hidden_weights", []))
+        if state is None:
+            self.exp_avg = torch.zeros_like(self.flat)
+            self.exp_avg_sq = torch.zeros_like(self.flat)
+            self.step = torch.zeros((), device=device, dtype=dtype)
+        else:
+            self.exp_avg = state["exp_avg"].to(device)
+            self.exp_avg_sq = state["exp_avg_sq"].to(device)
+            self.step = state["step"].to(device)
+
+    def state_dict(self):
+        """Adam's moments and step count."""
+        return {"exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq, "step": self.step}
+
+
+@contextlib.contextmanager
+def flushed_denormals():
+    """Flush denormal floats to zero inside the block, then restore the mode.
+
+    Adam's running averages decay into denormals where ReLU or dropout make
+    gradients exactly zero, and denormal arithmetic is many times slower.
+    """
+    probe = torch.tensor([1e-39], dtype=torch.float32)
+    previous = bool((probe * 1.0).item() == 0.0)
+    changed = torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        if changed:
+            torch.set_flush_denormal(previous)
 
 
 @dataclass
@@ -57,21 +397,14 @@ class TrainingData:
     X: torch.Tensor
     targets: torch.Tensor
     weights: torch.Tensor  # normalised to mean 1 over the whole set
+    classification: bool
 
     @property
     def n_samples(self):
         return self.X.shape[0]
 
 
-def make_optimizer(model, learning_rate, state=None):
-    """Adam over all parameters of ``model``, optionally resumed from ``state``."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
-    if state is not None:
-        optimizer.load_state_dict(state)
-    return optimizer
-
-
-def run_epoch(model, optimizer, data, row_loss, batch_size, shuffle, generator):
+def run_epoch(model, optimizer, data, batch_size, shuffle, generator):
     """One pass over ``data`` in mini-batches; returns the mean weighted loss."""
     n_samples = data.n_samples
     device = data.X.device
@@ -79,16 +412,22 @@ def run_epoch(model, optimizer, data, row_loss, batch_size, shuffle, generator):
         order = torch.randperm(n_samples, generator=generator, device=device)
     else:
         order = torch.arange(n_samples, device=device)
+    keep = 1.0 - getattr(model.weight_generator, "dropout", 0.0)
+    hidden_sizes = list(model.weight_generator.hidden_sizes)
+    # Noise is drawn for whole chunks of batches at once: fewer, larger draws.
+    chunk = max(batch_size, NOISE_CHUNK_ROWS // batch_size * batch_size)
     total = torch.zeros((), device=device)
-    for start in range(0, n_samples, batch_size):
-        index = order[start : start + batch_size]
-        outputs = model(data.X[index], generator)
-        weighted = data.weights[index] * row_loss(outputs, data.targets[index])
-        loss = weighted.mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total += weighted.detach().sum()
+    train = _train_rows()
+    for start in range(0, n_samples, chunk):
+        rows = order[start : start + chunk]
+        noise = model.draw_noise(rows.shape[0], data.X.shape[1], generator)
+        total += train(
+            data.X, data.targets, data.weights, rows, batch_size, data.classification,
+            noise.input_noise, noise.weight_noise, noise.dropout_uniform, keep,
+            hidden_sizes, optimizer.params, optimizer.grads, optimizer.n_hidden,
+            optimizer.flat, optimizer.flat_grad, optimizer.exp_avg, optimizer.exp_avg_sq,
+            optimizer.step, optimizer.learning_rate,
+        )
     return float(total) / n_samples
 
 
@@ -98,7 +437,6 @@ def train(
     data,
     history,
     *,
-    row_loss,
     max_epochs,
     batch_size,
     shuffle,
@@ -112,14 +450,12 @@ def train(
 
     Parameters
     ----------
-    model : torch.nn.Module
-        Maps ``(x, generator)`` to outputs; trained in place.
-    optimizer : torch.optim.Optimizer
+    model : StochasticMLP
+        Trained in place.
+    optimizer : FlatOptimizer
     data : TrainingData
     history : TrainingHistory
         Updated in place.
-    row_loss : callable
-        ``row_loss(outputs, targets)`` returns one loss per row.
     max_epochs : int
         Epochs to run at most; 1 for ``partial_fit``.
     batch_size : int
@@ -143,35 +479,30 @@ def train(
     start_time = time.perf_counter()
     stopped = False
     try:
-        for _ in range(max_epochs):
-            model.train()
-            loss = run_epoch(
-                model, optimizer, data, row_loss, batch_size, shuffle, generator
-            )
-            model.eval()
-            score = validation_score() if validation_score is not None else None
-            history.n_samples_seen += data.n_samples
-            history.record(loss, score, tol, model)
-            if verbose:
-                message = f"Epoch {history.n_iter}, loss = {loss:.8f}"
-                if score is not None:
-                    message += f", validation score = {score:.6f}"
-                elapsed = time.perf_counter() - start_time
-                print(f"{message}, elapsed = {elapsed:.2f}s")
-            if history.no_improvement_count > n_iter_no_change:
-                stopped = True
+        with flushed_denormals(), torch.no_grad():
+            for _ in range(max_epochs):
+                loss = run_epoch(model, optimizer, data, batch_size, shuffle, generator)
+                score = validation_score() if validation_score is not None else None
+                history.n_samples_seen += data.n_samples
+                history.record(loss, score, tol, model)
                 if verbose:
-                    measure = "Validation score" if score is not None else "Training loss"
-                    print(
-                        f"{measure} did not improve more than tol={tol:f} for "
-                        f"{n_iter_no_change} consecutive epochs. Stopping."
-                    )
-                break
+                    message = f"Epoch {history.n_iter}, loss = {loss:.8f}"
+                    if score is not None:
+                        message += f", validation score = {score:.6f}"
+                    elapsed = time.perf_counter() - start_time
+                    print(f"{message}, elapsed = {elapsed:.2f}s")
+                if history.no_improvement_count > n_iter_no_change:
+                    stopped = True
+                    if verbose:
+                        measure = "Validation score" if score is not None else "Training loss"
+                        print(
+                            f"{measure} did not improve more than tol={tol:f} for "
+                            f"{n_iter_no_change} consecutive epochs. Stopping."
+                        )
+                    break
     except KeyboardInterrupt:
         warnings.warn("Training interrupted by user.")
         stopped = True
-    finally:
-        model.eval()
     if validation_score is not None and history.best_state is not None:
         model.load_state_dict(history.best_state)
     return stopped

@@ -1,10 +1,10 @@
 """Torch modules: weight generators and the main network they parametrise.
 
 Every main-network layer ``l`` (fan-in ``I``, fan-out ``O``) is a linear
-function of a per-row *code* ``c`` of size ``C``::
+function of a per-row *code* ``c`` of size ``C``: its weights and bias,
+stacked as an ``(I + 1, O)`` matrix (the bias is the last row), are::
 
-    W_l = sum_k c_k * weight_heads[l][k]      # (I, O)
-    b_l = sum_k c_k * bias_heads[l][k]        # (O,)
+    W~_l = sum_k c_k * heads[l][k]            # heads[l]: (C, I + 1, O)
 
 For the hypernetwork the code is ``[z, 1]`` where ``z`` is the last hidden
 layer of the hypernetwork MLP, so the heads are exactly the hypernetwork's
@@ -13,12 +13,13 @@ split per main-network layer.  For the point-estimate baseline the code is
 the constant ``[1]`` and the heads are the ordinary weights.
 
 Keeping the output layer split this way lets training contract each row's
-input with the heads directly, without ever materialising the per-row weight
-matrices (eq. 3 of the paper), while prediction materialises one weight set
-per Monte Carlo sample (eq. 4).
+input with the heads directly, ``out = (c outer [h, 1]) @ heads``, without
+ever materialising the per-row weight matrices (eq. 3 of the paper), while
+prediction materialises one weight set per Monte Carlo sample (eq. 4).
 """
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +44,26 @@ def _uniform(shape, bound, generator):
     return torch.empty(shape).uniform_(-bound, bound, generator=generator)
 
 
+def with_ones_column(hidden):
+    """Append a column of ones: the input of a bias row."""
+    return torch.cat([hidden, hidden.new_ones(hidden.shape[0], 1)], dim=1)
+
+
+class TrainingNoise(NamedTuple):
+    """All random draws of one training pass over some rows.
+
+    Empty tensors stand for noise a model does not use.
+    """
+
+    input_noise: torch.Tensor  # (n, n_features): xi, scaled by the learned scale
+    weight_noise: torch.Tensor  # (n, noise_dim): eps of the hypernetwork
+    dropout_uniform: torch.Tensor  # (n, sum of hypernetwork hidden sizes)
+
+    def rows(self, index):
+        """The draws of the rows selected by ``index``."""
+        return TrainingNoise(*(t[index] if t.numel() else t for t in self))
+
+
 class WeightGenerator(nn.Module):
     """Main-network parameters as linear functions of a per-row code.
 
@@ -51,61 +72,59 @@ class WeightGenerator(nn.Module):
     shapes : list of (int, int)
         ``(fan_in, fan_out)`` of each main-network layer.
     code_size : int
-        Length ``C`` of the code vector.
+        Length ``C`` of the code vector; its last entry is the constant 1.
     """
+
+    noise_dim = 0
+    hidden_sizes = ()
 
     def __init__(self, shapes, code_size):
         super().__init__()
         self.shapes = [tuple(shape) for shape in shapes]
-        self.weight_heads = nn.ParameterList(
-            nn.Parameter(torch.empty(code_size, fan_in, fan_out))
+        self.heads = nn.ParameterList(
+            nn.Parameter(torch.empty(code_size, fan_in + 1, fan_out))
             for fan_in, fan_out in self.shapes
         )
-        self.bias_heads = nn.ParameterList(
-            nn.Parameter(torch.empty(code_size, fan_out)) for _, fan_out in self.shapes
-        )
+
+    @property
+    def code_size(self):
+        return self.heads[0].shape[0]
 
     @property
     def n_main_parameters(self):
         """Number P of weights and biases of the main network."""
-        return sum(fan_in * fan_out + fan_out for fan_in, fan_out in self.shapes)
+        return sum((fan_in + 1) * fan_out for fan_in, fan_out in self.shapes)
 
     def _init_constant_code_heads(self, generator):
         # The head of the constant code entry is the mean main network: give it
         # the initialisation of torch.nn.Linear.
-        for weight, bias, (fan_in, _) in zip(
-            self.weight_heads, self.bias_heads, self.shapes
-        ):
-            bound = 1.0 / math.sqrt(fan_in)
+        for head, (fan_in, _) in zip(self.heads, self.shapes):
             with torch.no_grad():
-                weight[-1].copy_(_uniform(weight.shape[1:], bound, generator))
-                bias[-1].copy_(_uniform(bias.shape[1:], bound, generator))
+                head[-1].copy_(_uniform(head.shape[1:], 1.0 / math.sqrt(fan_in), generator))
 
-    def sample_codes(self, n_samples, generator, training):
-        """Return ``(n_samples, C)`` codes, or None for shared weights."""
-        raise NotImplementedError
+    def codes(self, weight_noise, dropout_uniform):
+        """Return ``(n, C)`` codes for the given draws, or None for shared weights."""
+        return None
 
     def materialise(self, codes):
-        """Return ``[(W, b), ...]`` with ``W`` of shape (n, I, O), ``b`` (n, O)."""
+        """Return the ``(n, I + 1, O)`` weight-and-bias matrix of every layer.
+
+        With ``codes=None`` (point estimates) the matrices are ``(I + 1, O)``.
+        """
         if codes is None:
-            return [(w[0], b[0]) for w, b in zip(self.weight_heads, self.bias_heads)]
-        return [
-            (torch.tensordot(codes, w, dims=1), codes @ b)
-            for w, b in zip(self.weight_heads, self.bias_heads)
-        ]
+            return [head[0] for head in self.heads]
+        return [torch.tensordot(codes, head, dims=1) for head in self.heads]
 
     def flat_weights(self, codes):
         """Return the main-network parameter vectors, shape (n, P).
 
-        The layout is, layer after layer, the weight matrix (row-major,
-        ``fan_in x fan_out``) followed by the bias vector.
+        Layer after layer, the ``(fan_in + 1) x fan_out`` matrix of weights
+        with the bias as last row, row-major.
         """
-        parts = []
-        for weight, bias in self.materialise(codes):
-            if codes is None:
-                weight, bias = weight[None], bias[None]
-            parts += [weight.flatten(1), bias]
-        return torch.cat(parts, dim=1)
+        layers = self.materialise(codes)
+        if codes is None:
+            layers = [layer[None] for layer in layers]
+        return torch.cat([layer.flatten(1) for layer in layers], dim=1)
 
 
 class PointEstimate(WeightGenerator):
@@ -114,9 +133,6 @@ class PointEstimate(WeightGenerator):
     def __init__(self, shapes, generator):
         super().__init__(shapes, code_size=1)
         self._init_constant_code_heads(generator)
-
-    def sample_codes(self, n_samples, generator, training):
-        return None
 
 
 class HyperNetwork(WeightGenerator):
@@ -153,6 +169,7 @@ class HyperNetwork(WeightGenerator):
         sizes = [noise_dim, *hidden_layer_sizes]
         super().__init__(shapes, code_size=sizes[-1] + 1)
         self.noise_dim = noise_dim
+        self.hidden_sizes = tuple(hidden_layer_sizes)
         self.dropout = dropout
         self.noise_scale_raw = nn.Parameter(torch.tensor(inverse_softplus(1.0)))
         self.hidden_weights = nn.ParameterList(
@@ -163,62 +180,61 @@ class HyperNetwork(WeightGenerator):
             nn.Parameter(torch.zeros(n_out)) for n_out in sizes[1:]
         )
         self._init_constant_code_heads(generator)
-        n_features = sizes[-1]
-        for weight, bias, (fan_in, _) in zip(
-            self.weight_heads, self.bias_heads, self.shapes
-        ):
-            bound = 1.0 / math.sqrt(n_features * fan_in)
+        for head, (fan_in, _) in zip(self.heads, self.shapes):
+            bound = 1.0 / math.sqrt(sizes[-1] * fan_in)
             with torch.no_grad():
-                weight[:-1].copy_(_uniform(weight[:-1].shape, bound, generator))
-                bias[:-1].copy_(_uniform(bias[:-1].shape, bound, generator))
+                head[:-1].copy_(_uniform(head[:-1].shape, bound, generator))
 
-    def sample_codes(self, n_samples, generator, training):
-        device = self.noise_scale_raw.device
-        eps = torch.randn(n_samples, self.noise_dim, generator=generator, device=device)
-        hidden = eps * F.softplus(self.noise_scale_raw)
+    def dropout_masks(self, dropout_uniform):
+        """Inverted-dropout masks (0 or ``1 / keep``) per hidden layer, or Nones."""
+        if not dropout_uniform.numel() or self.dropout == 0:
+            return [None] * len(self.hidden_sizes)
         keep = 1.0 - self.dropout
-        for weight, bias in zip(self.hidden_weights, self.hidden_biases):
+        masks = (dropout_uniform < keep) * (1.0 / keep)
+        return list(torch.split(masks, list(self.hidden_sizes), dim=1))
+
+    def codes(self, weight_noise, dropout_uniform):
+        """Codes ``[z, 1]``; dropout applies when ``dropout_uniform`` is given."""
+        hidden = weight_noise * F.softplus(self.noise_scale_raw)
+        masks = self.dropout_masks(dropout_uniform)
+        for weight, bias, mask in zip(self.hidden_weights, self.hidden_biases, masks):
             hidden = torch.relu(torch.addmm(bias, hidden, weight))
-            if training and self.dropout > 0:
-                mask = torch.rand(hidden.shape, generator=generator, device=device)
-                hidden = hidden * (mask < keep) * (1.0 / keep)
-        return torch.cat([hidden, hidden.new_ones(n_samples, 1)], dim=1)
+            if mask is not None:
+                hidden = hidden * mask
+        return with_ones_column(hidden)
 
 
-def forward_per_row(x, codes, weight_generator):
+def forward_per_row(x, codes, heads):
     """Main-network outputs with one weight sample per row of ``x``.
 
     Each row's input is contracted with the heads directly, so per-row
-    weights are never materialised: for a layer,
-    ``out[n] = (c[n] outer h[n]) @ W_heads + c[n] @ b_heads``.
+    weights are never materialised: ``out[n] = (c[n] outer [h[n], 1]) @ head``.
     """
     hidden = x
-    last = len(weight_generator.shapes) - 1
-    for index, (weight, bias) in enumerate(
-        zip(weight_generator.weight_heads, weight_generator.bias_heads)
-    ):
+    for index, head in enumerate(heads):
+        inputs = with_ones_column(hidden)
         if codes is None:
-            out = torch.addmm(bias[0], hidden, weight[0])
+            out = inputs @ head[0]
         else:
-            code_size, fan_in, fan_out = weight.shape
-            outer = (codes[:, :, None] * hidden[:, None, :]).reshape(-1, code_size * fan_in)
-            out = torch.addmm(codes @ bias, outer, weight.reshape(-1, fan_out))
-        hidden = out if index == last else torch.relu(out)
+            outer = (codes[:, :, None] * inputs[:, None, :]).flatten(1)
+            out = outer @ head.flatten(0, 1)
+        hidden = out if index == len(heads) - 1 else torch.relu(out)
     return hidden
 
 
 def forward_materialised(x, layers):
     """Reference main-network forward pass with explicit weights.
 
-    ``layers`` holds ``(W, b)`` pairs, either shared (``W`` of shape (I, O))
-    or one per row of ``x`` (``W`` of shape (n, I, O)).
+    ``layers`` holds ``(I + 1, O)`` weight-and-bias matrices, either shared or
+    one per row of ``x`` (shape (n, I + 1, O)).
     """
     hidden = x
-    for index, (weight, bias) in enumerate(layers):
-        if weight.dim() == 3:
-            out = torch.bmm(hidden[:, None, :], weight)[:, 0, :] + bias
+    for index, layer in enumerate(layers):
+        inputs = with_ones_column(hidden)
+        if layer.dim() == 3:
+            out = torch.bmm(inputs[:, None, :], layer)[:, 0, :]
         else:
-            out = hidden @ weight + bias
+            out = inputs @ layer
         hidden = out if index == len(layers) - 1 else torch.relu(out)
     return hidden
 
@@ -248,7 +264,7 @@ class StochasticMLP(nn.Module):
     @property
     def device(self):
         """Device holding the parameters."""
-        return self.weight_generator.weight_heads[0].device
+        return self.weight_generator.heads[0].device
 
     @property
     def input_noise_scale(self):
@@ -257,13 +273,35 @@ class StochasticMLP(nn.Module):
             return 0.0
         return float(F.softplus(self.input_noise_raw.detach()))
 
-    def forward(self, x, generator):
-        """Training outputs: noisy input, one weight sample per row (eq. 3)."""
+    def draw_noise(self, n_rows, n_features, generator):
+        """Draw the training noise of ``n_rows`` rows from ``generator``."""
+        generator_ = self.weight_generator
+        device = self.device
+        empty = torch.empty(0, device=device)
+
+        def draw(sampler, width, active):
+            if not active or width == 0:
+                return empty
+            return sampler((n_rows, width), generator=generator, device=device)
+
+        return TrainingNoise(
+            input_noise=draw(torch.randn, n_features, self.input_noise_raw is not None),
+            weight_noise=draw(torch.randn, generator_.noise_dim, True),
+            dropout_uniform=draw(
+                torch.rand, sum(generator_.hidden_sizes), getattr(generator_, "dropout", 0)
+            ),
+        )
+
+    def forward(self, x, noise):
+        """Training outputs: noisy input, one weight sample per row (eq. 3).
+
+        This is the straightforward autograd formulation; the training engine
+        computes the same values and gradients by hand.
+        """
         if self.input_noise_raw is not None:
-            noise = torch.randn(x.shape, generator=generator, device=x.device)
-            x = x + F.softplus(self.input_noise_raw) * noise
-        codes = self.weight_generator.sample_codes(x.shape[0], generator, training=True)
-        return forward_per_row(x, codes, self.weight_generator)
+            x = x + F.softplus(self.input_noise_raw) * noise.input_noise
+        codes = self.weight_generator.codes(noise.weight_noise, noise.dropout_uniform)
+        return forward_per_row(x, codes, self.weight_generator.heads)
 
     @torch.no_grad()
     def predictive_mean(self, x, n_samples, seed, transform=None):
@@ -287,23 +325,25 @@ class StochasticMLP(nn.Module):
         torch.Tensor of shape (n, n_outputs), float64
         """
         generator_ = self.weight_generator
-        device = self.device
-        generator = torch.Generator(device=device).manual_seed(seed)
-        codes = generator_.sample_codes(n_samples, generator, training=False)
         transform = transform or (lambda outputs: outputs)
-        x = x.to(device=device, dtype=torch.float64)
-        if codes is None:
-            layers = [(w.double(), b.double()) for w, b in generator_.materialise(None)]
+        x = x.to(device=self.device, dtype=torch.float64)
+        if isinstance(generator_, PointEstimate):
+            layers = [layer.double() for layer in generator_.materialise(None)]
             return transform(forward_materialised(x, layers))
 
-        widest = max(max(shape) for shape in generator_.shapes)
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        weight_noise = torch.randn(
+            (n_samples, generator_.noise_dim), generator=generator, device=self.device
+        )
+        codes = generator_.codes(weight_noise, weight_noise.new_empty(0))
+        widest = max(max(shape) for shape in generator_.shapes) + 1
         sample_chunk = max(1, PREDICT_CHUNK_BYTES // (8 * generator_.n_main_parameters))
         row_chunk = max(1, PREDICT_CHUNK_BYTES // (8 * widest * min(sample_chunk, n_samples)))
         total = None
         for start in range(0, n_samples, sample_chunk):
             layers = [
-                (w.double(), b.double()[:, None, :])
-                for w, b in generator_.materialise(codes[start : start + sample_chunk])
+                layer.double()
+                for layer in generator_.materialise(codes[start : start + sample_chunk])
             ]
             outputs = torch.cat(
                 [
@@ -318,7 +358,7 @@ class StochasticMLP(nn.Module):
 def _forward_samples(x, layers):
     """Outputs of every weight sample for every row: shape (S, n, n_outputs)."""
     hidden = x
-    for index, (weight, bias) in enumerate(layers):
-        out = torch.matmul(hidden, weight) + bias
+    for index, layer in enumerate(layers):
+        out = torch.matmul(hidden, layer[:, :-1, :]) + layer[:, -1:, :]
         hidden = out if index == len(layers) - 1 else torch.relu(out)
     return hidden

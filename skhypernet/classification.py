@@ -2,7 +2,6 @@
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from sklearn.base import ClassifierMixin
 from sklearn.metrics import accuracy_score
 from sklearn.utils.multiclass import (
@@ -21,6 +20,8 @@ def _softmax(outputs):
 
 class _StochasticClassifier(ClassifierMixin, BaseStochasticNetwork):
     """Classification task: one logit per class, cross-entropy loss."""
+
+    _classification = True
 
     def _validate_targets(self, X, y, reset):
         X, y = validate_data(self, X, y, reset=reset, dtype=np.float64)
@@ -54,9 +55,6 @@ class _StochasticClassifier(ClassifierMixin, BaseStochasticNetwork):
 
     def _targets_tensor(self, targets, device):
         return torch.tensor(targets, dtype=torch.long, device=device)
-
-    def _row_loss(self, outputs, targets):
-        return F.cross_entropy(outputs, targets, reduction="none")
 
     def _proba_tensor(self, X_tensor):
         return self._predictive_mean(X_tensor, transform=_softmax)
@@ -163,9 +161,11 @@ class HyperNetClassifier(HyperNetworkFamily, _StochasticClassifier):
     Examples
     --------
     >>> from sklearn.datasets import load_iris
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.preprocessing import StandardScaler
     >>> from skhypernet import HyperNetClassifier
     >>> X, y = load_iris(return_X_y=True)
-    >>> clf = HyperNetClassifier(random_state=0).fit(X, y)
+    >>> clf = make_pipeline(StandardScaler(), HyperNetClassifier(random_state=0)).fit(X, y)
     >>> clf.predict_proba(X[:2]).shape
     (2, 3)
     >>> clf.score(X, y) > 0.9
@@ -193,9 +193,11 @@ class SGDBaselineClassifier(PointEstimateFamily, _StochasticClassifier):
     Examples
     --------
     >>> from sklearn.datasets import load_iris
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.preprocessing import StandardScaler
     >>> from skhypernet import SGDBaselineClassifier
     >>> X, y = load_iris(return_X_y=True)
-    >>> clf = SGDBaselineClassifier(random_state=0).fit(X, y)
+    >>> clf = make_pipeline(StandardScaler(), SGDBaselineClassifier(random_state=0)).fit(X, y)
     >>> clf.score(X, y) > 0.9
     True
     """

@@ -37,9 +37,6 @@ class _StochasticRegressor(RegressorMixin, BaseStochasticNetwork):
     def _targets_tensor(self, targets, device):
         return torch.tensor(targets, dtype=torch.float32, device=device)
 
-    def _row_loss(self, outputs, targets):
-        return (outputs - targets).square().mean(dim=1)
-
     def _predict_tensor(self, X_tensor):
         y = self._predictive_mean(X_tensor) * self._y_scale + self._y_mean
         return y.ravel() if self.n_outputs_ == 1 else y

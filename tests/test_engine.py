@@ -1,0 +1,137 @@
+"""The fast training engine equals the straightforward autograd formulation."""
+
+import copy
+
+import pytest
+import torch
+
+from skhypernet import _engine
+from skhypernet._model import HyperNetwork, PointEstimate, StochasticMLP, layer_shapes
+
+# (5 -> 7) widens, (7 -> 3) narrows: both contraction orders are exercised.
+SHAPES = layer_shapes(5, [7], 3)
+
+
+def build(family, input_noise=0.5, hidden=(6, 4), dropout=0.5, shapes=SHAPES):
+    generator = torch.Generator().manual_seed(0)
+    if family == "hyper":
+        weights = HyperNetwork(shapes, 3, list(hidden), dropout, generator)
+    else:
+        weights = PointEstimate(shapes, generator)
+    return StochasticMLP(weights, input_noise)
+
+
+def batch(n, classification, seed=1):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, SHAPES[0][0], generator=generator)
+    if classification:
+        y = torch.randint(0, SHAPES[-1][1], (n,), generator=generator)
+    else:
+        y = torch.randn(n, SHAPES[-1][1], generator=generator)
+    return x, y, torch.rand(n, generator=generator) + 0.5
+
+
+CASES = [
+    ("hyper", 0.5, (6, 4), 0.5),
+    ("hyper", 0.0, (6,), 0.0),
+    ("hyper", 0.3, (), 0.5),
+    ("point", 0.5, (), 0.0),
+    ("point", 0.0, (), 0.0),
+]
+
+
+@pytest.mark.parametrize("family, input_noise, hidden, dropout", CASES)
+@pytest.mark.parametrize("classification", [False, True])
+@pytest.mark.parametrize("n", [1, 9])
+def test_hand_written_gradients_equal_autograd(family, input_noise, hidden, dropout,
+                                               classification, n):
+    model = build(family, input_noise, hidden, dropout)
+    x, y, w = batch(n, classification)
+    noise = model.draw_noise(n, x.shape[1], torch.Generator().manual_seed(2))
+    loss = (w * _engine.row_loss(model(x, noise), y, classification)).mean()
+    loss.backward()
+    expected = [p.grad.clone() for p in _engine._parameter_list(model) if p is not None]
+
+    optimizer = _engine.FlatOptimizer(model, 1e-3)
+    keep = 1.0 - getattr(model.weight_generator, "dropout", 0.0)
+    with torch.no_grad():
+        total = _engine.batch_gradients(
+            x, y, w, classification, *noise, keep,
+            list(model.weight_generator.hidden_sizes), optimizer.params, optimizer.grads,
+            optimizer.n_hidden,
+        )
+    torch.testing.assert_close(total / n, loss.detach())
+    computed = [g for g in optimizer.grads if g.numel()]
+    assert len(computed) == len(expected)
+    for got, want in zip(computed, expected):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def reference_epoch(model, optimizer, data, batch_size, generator):
+    """The straightforward loop: autograd and torch.optim.Adam."""
+    order = torch.randperm(data.n_samples, generator=generator)
+    noise = model.draw_noise(data.n_samples, data.X.shape[1], generator)
+    total = 0.0
+    for start in range(0, data.n_samples, batch_size):
+        rows = slice(start, start + batch_size)
+        index = order[rows]
+        outputs = model(data.X[index], noise.rows(rows))
+        losses = data.weights[index] * _engine.row_loss(
+            outputs, data.targets[index], data.classification)
+        optimizer.zero_grad()
+        losses.mean().backward()
+        optimizer.step()
+        total += float(losses.detach().sum())
+    return total / data.n_samples
+
+
+@pytest.mark.parametrize("family", ["hyper", "point"])
+@pytest.mark.parametrize("classification", [False, True])
+@pytest.mark.parametrize("scripted", [True, False], ids=["torchscript", "python"])
+def test_training_epochs_equal_autograd_and_torch_adam(family, classification, scripted,
+                                                       monkeypatch):
+    if not scripted:
+        monkeypatch.setitem(_engine._compiled, "train_rows", _engine.train_rows)
+    model = build(family)
+    reference = copy.deepcopy(model)
+    x, y, w = batch(40, classification)
+    data = _engine.TrainingData(x, y, w, classification)
+    optimizer = _engine.FlatOptimizer(model, 1e-2)
+    torch_adam = torch.optim.Adam(reference.parameters(), lr=1e-2)
+    fast_generator = torch.Generator().manual_seed(5)
+    reference_generator = torch.Generator().manual_seed(5)
+    for _ in range(3):
+        with torch.no_grad():
+            loss = _engine.run_epoch(model, optimizer, data, 8, True, fast_generator)
+        expected = reference_epoch(reference, torch_adam, data, 8, reference_generator)
+        assert loss == pytest.approx(expected, rel=1e-5)
+    for got, want in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_flat_optimizer_shares_memory_with_the_model():
+    model = build("hyper")
+    optimizer = _engine.FlatOptimizer(model, 1e-3)
+    assert sum(p.numel() for p in model.parameters()) == optimizer.flat.numel()
+    optimizer.flat.add_(1.0)
+    assert all(p.data_ptr() >= optimizer.flat.data_ptr() for p in model.parameters())
+    before = model.weight_generator.heads[0].detach().clone()
+    optimizer.flat.zero_()
+    assert torch.count_nonzero(model.weight_generator.heads[0]) == 0
+    assert torch.count_nonzero(before) > 0
+
+
+def test_engine_is_scripted():
+    assert isinstance(_engine._train_rows(), torch.jit.ScriptFunction)
+
+
+@pytest.mark.parametrize("user_setting", [False, True])
+def test_flush_denormals_is_restored(user_setting):
+    tiny = torch.tensor([1e-39])
+    torch.set_flush_denormal(user_setting)
+    try:
+        with _engine.flushed_denormals():
+            assert (tiny * 1.0).item() == 0.0
+        assert ((tiny * 1.0).item() == 0.0) == user_setting
+    finally:
+        torch.set_flush_denormal(False)
