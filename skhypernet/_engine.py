@@ -74,8 +74,7 @@ def train_rows(
     classification: bool,
     input_noise: torch.Tensor,
     weight_noise: torch.Tensor,
-    dropout_uniform: torch.Tensor,
-    keep: float,
+    dropout_masks: torch.Tensor,
     hidden_sizes: List[int],
     params: List[torch.Tensor],
     grads: List[torch.Tensor],
@@ -92,22 +91,23 @@ def train_rows(
     ``params`` are views into ``flat``: ``[input_noise_raw, noise_scale_raw,
     hidden weights..., hidden biases..., heads...]`` (the first two are empty
     tensors when absent); ``grads`` the matching views into ``flat_grad``.
-    The noise tensors hold the draws of the rows in the order of ``order``.
+    The noise tensors hold the draws of the rows in the order of ``order``;
+    ``dropout_masks`` the inverted-dropout masks of all hypernetwork layers.
     """
     total = torch.zeros((), dtype=X.dtype, device=X.device)
     n_rows = order.shape[0]
+    # One gather per call; the batches are then contiguous slices.
+    X, targets, weights = X[order], targets[order], weights[order]
     for start in range(0, n_rows, batch_size):
         stop = min(start + batch_size, n_rows)
-        index = order[start:stop]
         total += batch_gradients(
-            X[index],
-            targets[index],
-            weights[index],
+            X[start:stop],
+            targets[start:stop],
+            weights[start:stop],
             classification,
             input_noise[start:stop] if input_noise.numel() > 0 else input_noise,
             weight_noise[start:stop] if weight_noise.numel() > 0 else weight_noise,
-            dropout_uniform[start:stop] if dropout_uniform.numel() > 0 else dropout_uniform,
-            keep,
+            dropout_masks[start:stop] if dropout_masks.numel() > 0 else dropout_masks,
             hidden_sizes,
             params,
             grads,
@@ -117,6 +117,11 @@ def train_rows(
     return total
 
 
+def contracts_inputs_first(n_rows: int, fan_in_with_bias: int, fan_out: int) -> bool:
+    """Whether a layer is cheaper as ``inputs @ head`` first (see batch_gradients)."""
+    return n_rows * (fan_in_with_bias - fan_out) > 2 * fan_in_with_bias * fan_out
+
+
 def batch_gradients(
     x: torch.Tensor,
     targets: torch.Tensor,
@@ -124,8 +129,7 @@ def batch_gradients(
     classification: bool,
     input_noise: torch.Tensor,
     weight_noise: torch.Tensor,
-    dropout_uniform: torch.Tensor,
-    keep: float,
+    dropout_masks: torch.Tensor,
     hidden_sizes: List[int],
     params: List[torch.Tensor],
     grads: List[torch.Tensor],
@@ -149,30 +153,33 @@ def batch_gradients(
     if noisy_input:
         x = torch.addcmul(x, input_noise, F.softplus(input_noise_raw))
     hidden_inputs: List[torch.Tensor] = []
-    hidden_gates: List[torch.Tensor] = []
+    hidden_pre: List[torch.Tensor] = []
+    masks: List[torch.Tensor] = []
     codes = ones
     if hyper:
         hidden = weight_noise * F.softplus(noise_scale_raw)
-        masks: List[torch.Tensor] = []
-        if dropout_uniform.numel() > 0:
-            masks = torch.split((dropout_uniform < keep).to(x.dtype) / keep, hidden_sizes, 1)
+        if dropout_masks.numel() > 0:
+            masks = torch.split(dropout_masks, hidden_sizes, 1)
         for k in range(n_hidden):
             hidden_inputs.append(hidden)
             pre = torch.addmm(hidden_biases[k], hidden, hidden_weights[k])
-            gate = (pre > 0).to(x.dtype)
+            hidden_pre.append(pre)
+            hidden = torch.relu(pre)
             if len(masks) > 0:
-                gate = gate * masks[k]
-            hidden_gates.append(gate)
-            hidden = pre * gate
+                hidden = hidden * masks[k]
         codes = torch.cat([hidden, ones], 1)
     code_size = codes.shape[1]
     # A layer's output sum_{c,i} codes[c] inputs[i] head[c, i, o] is contracted
-    # in the order with the smaller intermediate: (codes outer inputs) @ head
-    # when the layer widens, inputs @ head first when it narrows.
+    # as (codes outer inputs) @ head, with an (n, C * (I + 1)) intermediate,
+    # or, for layers that narrow enough to pay for reordering the head twice,
+    # inputs @ head first, with an (n, C * O) intermediate.
+    narrow: List[bool] = []
+    for head in heads:
+        narrow.append(hyper and contracts_inputs_first(n, head.shape[1], head.shape[2]))
     layer_inputs: List[torch.Tensor] = []
     contracted: List[torch.Tensor] = []
     reordered_heads: List[torch.Tensor] = []
-    gates: List[torch.Tensor] = []
+    activations: List[torch.Tensor] = []
     out = x
     for index, head in enumerate(heads):
         inputs = torch.cat([out, ones], 1)
@@ -181,7 +188,7 @@ def batch_gradients(
         if not hyper:
             contracted.append(inputs)
             out = torch.mm(inputs, head[0])
-        elif fan_out < head.shape[1]:
+        elif narrow[index]:
             reordered = head.transpose(0, 1).reshape(head.shape[1], -1)
             reordered_heads.append(reordered)
             per_code = torch.mm(inputs, reordered).view(n, code_size, fan_out)
@@ -193,23 +200,22 @@ def batch_gradients(
             contracted.append(outer)
             out = torch.mm(outer, head.view(-1, fan_out))
         if index < len(heads) - 1:
-            gate = (out > 0).to(x.dtype)
-            gates.append(gate)
-            out = out * gate
+            out = torch.relu(out)
+            activations.append(out)
 
     # Loss and its gradient with respect to the outputs.
-    scale = weights.unsqueeze(1) / n
+    column_weights = weights.unsqueeze(1)
     if classification:
         log_proba = torch.log_softmax(out, 1)
-        picked = log_proba.gather(1, targets.unsqueeze(1)).squeeze(1)
-        losses = -picked
+        loss_sum = -(log_proba.gather(1, targets.unsqueeze(1)) * column_weights).sum()
         delta = torch.exp(log_proba)
-        delta.scatter_add_(1, targets.unsqueeze(1), -torch.ones_like(delta[:, :1]))
-        delta = delta * scale
+        delta.scatter_add_(1, targets.unsqueeze(1), -torch.ones_like(column_weights))
+        delta = delta * (column_weights / n)
     else:
         diff = out - targets
-        losses = diff.square().mean(1)
-        delta = diff * (scale * (2.0 / out.shape[1]))
+        weighted_diff = diff * column_weights
+        loss_sum = (weighted_diff * diff).sum() / out.shape[1]
+        delta = weighted_diff * (2.0 / (n * out.shape[1]))
 
     # Backward pass through the main network.
     grad_codes = torch.zeros_like(codes)
@@ -224,7 +230,7 @@ def batch_gradients(
             if not last_needed:
                 break
             grad_inputs = torch.mm(delta, head[0].t())
-        elif fan_out < head.shape[1]:
+        elif narrow[index]:
             per_code = contracted[index]
             grad_per_code = codes.unsqueeze(2) * delta.unsqueeze(1)
             grad_reordered = torch.mm(layer_inputs[index].t(), grad_per_code.flatten(1))
@@ -238,7 +244,7 @@ def batch_gradients(
             grad_inputs = torch.bmm(codes.unsqueeze(1), grad_outer).squeeze(1)
         grad_x = grad_inputs[:, :-1]
         if index > 0:
-            delta = grad_x * gates[index - 1]
+            delta = torch.ops.aten.threshold_backward(grad_x, activations[index - 1], 0.0)
     if noisy_input:
         grads[0].copy_((grad_x * input_noise).sum() * torch.sigmoid(input_noise_raw))
 
@@ -246,12 +252,14 @@ def batch_gradients(
     if hyper:
         grad_hidden = grad_codes[:, :-1]
         for k in range(n_hidden - 1, -1, -1):
-            grad_pre = grad_hidden * hidden_gates[k]
+            if len(masks) > 0:
+                grad_hidden = grad_hidden * masks[k]
+            grad_pre = torch.ops.aten.threshold_backward(grad_hidden, hidden_pre[k], 0.0)
             torch.mm(hidden_inputs[k].t(), grad_pre, out=grads[2 + k])
             torch.sum(grad_pre, 0, out=grads[2 + n_hidden + k])
             grad_hidden = torch.mm(grad_pre, hidden_weights[k].t())
         grads[1].copy_((grad_hidden * weight_noise).sum() * torch.sigmoid(noise_scale_raw))
-    return (weights * losses).sum()
+    return loss_sum
 
 
 def _compile(function):
@@ -412,7 +420,6 @@ def run_epoch(model, optimizer, data, batch_size, shuffle, generator):
         order = torch.randperm(n_samples, generator=generator, device=device)
     else:
         order = torch.arange(n_samples, device=device)
-    keep = 1.0 - getattr(model.weight_generator, "dropout", 0.0)
     hidden_sizes = list(model.weight_generator.hidden_sizes)
     # Noise is drawn for whole chunks of batches at once: fewer, larger draws.
     chunk = max(batch_size, NOISE_CHUNK_ROWS // batch_size * batch_size)
@@ -423,8 +430,8 @@ def run_epoch(model, optimizer, data, batch_size, shuffle, generator):
         noise = model.draw_noise(rows.shape[0], data.X.shape[1], generator)
         total += train(
             data.X, data.targets, data.weights, rows, batch_size, data.classification,
-            noise.input_noise, noise.weight_noise, noise.dropout_uniform, keep,
-            hidden_sizes, optimizer.params, optimizer.grads, optimizer.n_hidden,
+            noise.input_noise, noise.weight_noise,
+            model.weight_generator.dropout_mask_matrix(noise.dropout_uniform), hidden_sizes, optimizer.params, optimizer.grads, optimizer.n_hidden,
             optimizer.flat, optimizer.flat_grad, optimizer.exp_avg, optimizer.exp_avg_sq,
             optimizer.step, optimizer.learning_rate,
         )

@@ -106,6 +106,10 @@ class WeightGenerator(nn.Module):
         """Return ``(n, C)`` codes for the given draws, or None for shared weights."""
         return None
 
+    def dropout_mask_matrix(self, dropout_uniform):
+        """Inverted-dropout masks of all hidden layers side by side (or empty)."""
+        return dropout_uniform
+
     def materialise(self, codes):
         """Return the ``(n, I + 1, O)`` weight-and-bias matrix of every layer.
 
@@ -185,12 +189,18 @@ class HyperNetwork(WeightGenerator):
             with torch.no_grad():
                 head[:-1].copy_(_uniform(head[:-1].shape, bound, generator))
 
-    def dropout_masks(self, dropout_uniform):
-        """Inverted-dropout masks (0 or ``1 / keep``) per hidden layer, or Nones."""
+    def dropout_mask_matrix(self, dropout_uniform):
+        """Inverted-dropout masks (0 or ``1 / keep``) of all hidden layers, or empty."""
         if not dropout_uniform.numel() or self.dropout == 0:
-            return [None] * len(self.hidden_sizes)
+            return dropout_uniform.new_empty(0)
         keep = 1.0 - self.dropout
-        masks = (dropout_uniform < keep) * (1.0 / keep)
+        return (dropout_uniform < keep) * (1.0 / keep)
+
+    def dropout_masks(self, dropout_uniform):
+        """Inverted-dropout masks per hidden layer, or Nones."""
+        masks = self.dropout_mask_matrix(dropout_uniform)
+        if not masks.numel():
+            return [None] * len(self.hidden_sizes)
         return list(torch.split(masks, list(self.hidden_sizes), dim=1))
 
     def codes(self, weight_noise, dropout_uniform):

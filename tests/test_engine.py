@@ -8,8 +8,17 @@ import torch
 from skhypernet import _engine
 from skhypernet._model import HyperNetwork, PointEstimate, StochasticMLP, layer_shapes
 
-# (5 -> 7) widens, (7 -> 3) narrows: both contraction orders are exercised.
-SHAPES = layer_shapes(5, [7], 3)
+# (5 -> 12) widens; (12 -> 2) narrows enough to contract inputs first from 5
+# rows on: both contraction orders are exercised.
+SHAPES = layer_shapes(5, [12], 2)
+
+
+def test_contraction_order_rule():
+    assert not _engine.contracts_inputs_first(1, 13, 2)
+    assert _engine.contracts_inputs_first(9, 13, 2)
+    assert not _engine.contracts_inputs_first(9, 6, 12)
+    assert not _engine.contracts_inputs_first(256, 785, 400)  # MNIST first layer
+    assert _engine.contracts_inputs_first(256, 401, 10)  # MNIST last layer
 
 
 def build(family, input_noise=0.5, hidden=(6, 4), dropout=0.5, shapes=SHAPES):
@@ -53,10 +62,10 @@ def test_hand_written_gradients_equal_autograd(family, input_noise, hidden, drop
     expected = [p.grad.clone() for p in _engine._parameter_list(model) if p is not None]
 
     optimizer = _engine.FlatOptimizer(model, 1e-3)
-    keep = 1.0 - getattr(model.weight_generator, "dropout", 0.0)
+    masks = model.weight_generator.dropout_mask_matrix(noise.dropout_uniform)
     with torch.no_grad():
         total = _engine.batch_gradients(
-            x, y, w, classification, *noise, keep,
+            x, y, w, classification, noise.input_noise, noise.weight_noise, masks,
             list(model.weight_generator.hidden_sizes), optimizer.params, optimizer.grads,
             optimizer.n_hidden,
         )
