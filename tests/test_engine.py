@@ -144,3 +144,16 @@ def test_flush_denormals_is_restored(user_setting):
         assert ((tiny * 1.0).item() == 0.0) == user_setting
     finally:
         torch.set_flush_denormal(False)
+
+
+def test_small_steps_run_on_one_thread_and_the_count_is_restored():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with _engine.threads_for(1e3):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with _engine.threads_for(1e9):
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(previous)

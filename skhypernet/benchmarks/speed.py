@@ -1,0 +1,234 @@
+"""Speed of the training engine, measured side by side with scikit-learn's MLP.
+
+Prints a Markdown table of four measurements and their ratios:
+
+1. epoch time at batch size 1 on 455 x 13 rows (the Boston shape);
+2. epoch time at batch size 512 on 8,192 x 8 rows (the kin8nm shape);
+3. a training step of the MNIST 2x400 hypernetwork at batch size 256:
+   achieved GFLOP/s over the fp32 matmul GFLOP/s of the same machine, and the
+   peak memory the step adds;
+4. predict time for 10,000 rows with S = 100 weight samples.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+import warnings
+
+import numpy as np
+import torch
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.neural_network import MLPRegressor
+
+from .. import HyperNetRegressor, SGDBaseline
+from .. import _engine
+from .._model import HyperNetwork, StochasticMLP, layer_shapes
+
+MNIST_SHAPES = layer_shapes(784, [400, 400], 10)
+MNIST_HYPER_HIDDEN = [100, 50]
+
+
+def add_arguments(parser):
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's own default)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="timings per measurement; the fastest counts")
+    parser.add_argument("--json", help="also write the figures to this JSON file")
+
+
+def epoch_seconds(make_estimator, X, y, repeats, epochs=(1, 4)):
+    """Seconds per epoch: the difference of fits of two lengths, fastest of repeats.
+
+    Subtracting a short fit removes per-fit costs (validation, set-up).
+    """
+    make_estimator(1).fit(X, y)  # warm-up: imports, compilation, thread pools
+    best = {}
+    for _ in range(repeats):
+        for n_epochs in epochs:
+            estimator = make_estimator(n_epochs)
+            start = time.perf_counter()
+            estimator.fit(X, y)
+            elapsed = time.perf_counter() - start
+            best[n_epochs] = min(best.get(n_epochs, np.inf), elapsed)
+    return (best[epochs[1]] - best[epochs[0]]) / (epochs[1] - epochs[0])
+
+
+def compare_epochs(n_samples, n_features, batch_size, repeats):
+    """Epoch seconds of the three estimators at one data shape and batch size."""
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(n_samples, n_features))
+    y = X @ rng.normal(size=n_features) + rng.normal(size=n_samples)
+
+    def ours(cls):
+        return lambda n_epochs: cls(batch_size=batch_size, max_iter=n_epochs,
+                                    n_iter_no_change=np.inf, random_state=0)
+
+    def mlp(n_epochs):
+        return MLPRegressor(hidden_layer_sizes=(50,), batch_size=batch_size,
+                            max_iter=n_epochs, n_iter_no_change=np.inf, random_state=0)
+
+    return {
+        "HyperNetRegressor": epoch_seconds(ours(HyperNetRegressor), X, y, repeats),
+        "SGDBaseline": epoch_seconds(ours(SGDBaseline), X, y, repeats),
+        "MLPRegressor": epoch_seconds(mlp, X, y, repeats),
+    }
+
+
+def matmul_gflops(repeats, size=2048):
+    """Measured fp32 matrix-multiplication rate of this machine, in GFLOP/s."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)
+    best = np.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
+def mnist_model(batch_size):
+    generator = torch.Generator().manual_seed(0)
+    weights = HyperNetwork(MNIST_SHAPES, 10, MNIST_HYPER_HIDDEN, 0.5, generator)
+    model = StochasticMLP(weights, input_noise=0.5)
+    optimizer = _engine.FlatOptimizer(model, 1e-3)
+    data = _engine.TrainingData(
+        X=torch.rand(batch_size, 784, generator=generator),
+        targets=torch.randint(0, 10, (batch_size,), generator=generator),
+        weights=torch.ones(batch_size),
+        classification=True,
+    )
+    return model, optimizer, data
+
+
+def mnist_step_seconds(batch_size, repeats):
+    model, optimizer, data = mnist_model(batch_size)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad(), _engine.flushed_denormals():
+        _engine.run_epoch(model, optimizer, data, batch_size, False, generator)
+        best = np.inf
+        for _ in range(repeats):
+            start = time.perf_counter()
+            _engine.run_epoch(model, optimizer, data, batch_size, False, generator)
+            best = min(best, time.perf_counter() - start)
+    return best
+
+
+_MEMORY_SCRIPT = """
+import torch, sys
+from skhypernet import _engine
+from skhypernet.benchmarks.speed import mnist_model
+if {threads}: torch.set_num_threads({threads})
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) * 1024
+model, optimizer, data = mnist_model({batch_size})
+generator = torch.Generator().manual_seed(1)
+with torch.no_grad():
+    _engine.run_epoch(model, optimizer, data, {batch_size}, False, generator)
+    open("/proc/self/clear_refs", "w").write("5")
+    before = status("VmRSS")
+    _engine.run_epoch(model, optimizer, data, {batch_size}, False, generator)
+print(status("VmHWM") - before)
+"""
+
+
+def mnist_step_peak_bytes(batch_size, threads):
+    """Peak memory one MNIST training step adds to the process (Linux only).
+
+    Measured in a fresh process whose allocator returns large blocks to the
+    system at once, so that the resident-set high-water mark follows the live
+    tensors.  Parameters, gradients and Adam's moments exist before the step
+    and do not count.  None where ``/proc`` is unavailable.
+    """
+    if not os.path.exists("/proc/self/clear_refs"):
+        return None
+    script = _MEMORY_SCRIPT.format(batch_size=batch_size, threads=threads or 0)
+    environment = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True,
+                            text=True, env=environment, check=True)
+    return int(result.stdout.split()[-1])
+
+
+def predict_seconds(repeats, n_rows=10000, n_samples=100):
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(455, 13))
+    y = X[:, 0]
+    model = HyperNetRegressor(max_iter=1, n_predict_samples=n_samples, random_state=0)
+    model.fit(X, y)
+    X_test = rng.normal(size=(n_rows, 13))
+    model.predict(X_test)
+    best = np.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model.predict(X_test)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def measure(threads=None, repeats=3):
+    """Run all measurements; return a dict of figures."""
+    if threads:
+        torch.set_num_threads(threads)
+    figures = {"torch_threads": torch.get_num_threads(), "torch": torch.__version__}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        figures["batch_1"] = compare_epochs(455, 13, 1, repeats)
+        figures["batch_512"] = compare_epochs(8192, 8, 512, repeats)
+        figures["predict_seconds"] = predict_seconds(repeats)
+    step = mnist_step_seconds(256, repeats)
+    figures["mnist_step_seconds"] = step
+    figures["mnist_step_gflops"] = _engine.step_flops(mnist_model(1)[0], 256) / step / 1e9
+    figures["matmul_gflops"] = matmul_gflops(repeats)
+    figures["mnist_step_peak_bytes"] = mnist_step_peak_bytes(256, threads)
+    return figures
+
+
+def report(figures):
+    """The Markdown table of ``figures`` with ratios and targets."""
+    one, big = figures["batch_1"], figures["batch_512"]
+    mlp1 = one["MLPRegressor"]
+    peak = figures["mnist_step_peak_bytes"]
+    rows = [
+        ("epoch, batch 1, 455 x 13: HyperNetRegressor / MLPRegressor",
+         f"{one['HyperNetRegressor'] * 1e3:.1f} ms / {mlp1 * 1e3:.1f} ms",
+         one["HyperNetRegressor"] / mlp1, "<= 1.0"),
+        ("epoch, batch 1, 455 x 13: SGDBaseline / MLPRegressor",
+         f"{one['SGDBaseline'] * 1e3:.1f} ms / {mlp1 * 1e3:.1f} ms",
+         one["SGDBaseline"] / mlp1, "<= 0.7"),
+        ("epoch, batch 512, 8192 x 8: HyperNetRegressor / SGDBaseline",
+         f"{big['HyperNetRegressor'] * 1e3:.1f} ms / {big['SGDBaseline'] * 1e3:.1f} ms",
+         big["HyperNetRegressor"] / big["SGDBaseline"], "<= 3.0"),
+        ("epoch, batch 512, 8192 x 8: HyperNetRegressor / MLPRegressor",
+         f"{big['HyperNetRegressor'] * 1e3:.1f} ms / {big['MLPRegressor'] * 1e3:.1f} ms",
+         big["HyperNetRegressor"] / big["MLPRegressor"], ""),
+        ("MNIST 2x400 step, batch 256: GFLOP/s / matmul GFLOP/s",
+         f"{figures['mnist_step_gflops']:.0f} / {figures['matmul_gflops']:.0f} "
+         f"({figures['mnist_step_seconds'] * 1e3:.0f} ms per step)",
+         figures["mnist_step_gflops"] / figures["matmul_gflops"], ">= 0.60"),
+        ("MNIST 2x400 step: peak extra memory",
+         "n/a" if peak is None else f"{peak / 2**20:.0f} MB", None, "< 150 MB"),
+        ("predict, 10,000 rows, S = 100", f"{figures['predict_seconds'] * 1e3:.0f} ms",
+         None, ""),
+    ]
+    lines = [
+        f"torch {figures['torch']}, {figures['torch_threads']} thread(s)",
+        "",
+        "| measurement | figures | ratio | target |",
+        "|---|---|---|---|",
+    ]
+    for name, values, ratio, target in rows:
+        ratio_text = "" if ratio is None else f"{ratio:.2f}"
+        lines.append(f"| {name} | {values} | {ratio_text} | {target} |")
+    return "\n".join(lines)
+
+
+def run(args):
+    figures = measure(args.threads, args.repeats)
+    print(report(figures))
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(figures, handle, indent=2)
+    return 0

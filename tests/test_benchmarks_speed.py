@@ -1,0 +1,46 @@
+"""The speed benchmark: figures are printed, never asserted against time."""
+
+import pytest
+
+from skhypernet import _engine
+from skhypernet.benchmarks import speed
+from skhypernet.benchmarks.__main__ import main
+
+
+def test_mnist_step_flops_counts_forward_and_backward():
+    # 51 codes x (785 x 400 + 401 x 400 + 401 x 10) main parameters, plus the
+    # hypernetwork's 10 x 100 + 100 x 50, times 6 FLOPs per multiply-add.
+    main_params = 51 * (785 * 400 + 401 * 400 + 401 * 10)
+    model = speed.mnist_model(1)[0]
+    assert _engine.step_flops(model, 256) == 6 * 256 * (main_params + 10 * 100 + 100 * 50)
+
+
+def test_report_shows_ratios_and_targets():
+    figures = {
+        "torch": "2.x", "torch_threads": 2,
+        "batch_1": {"HyperNetRegressor": 0.06, "SGDBaseline": 0.02, "MLPRegressor": 0.05},
+        "batch_512": {"HyperNetRegressor": 0.03, "SGDBaseline": 0.002,
+                      "MLPRegressor": 0.005},
+        "mnist_step_seconds": 0.16, "mnist_step_gflops": 230.0, "matmul_gflops": 400.0,
+        "mnist_step_peak_bytes": 100 * 2**20, "predict_seconds": 0.3,
+    }
+    table = speed.report(figures)
+    assert "| 1.20 | <= 1.0 |" in table
+    assert "| 0.40 | <= 0.7 |" in table
+    assert "| 15.00 | <= 3.0 |" in table
+    assert "| 0.57 | >= 0.60 |" in table
+    assert "100 MB" in table
+
+
+def test_mnist_step_peak_memory_is_measured():
+    peak = speed.mnist_step_peak_bytes(16, threads=1)
+    if peak is None:
+        pytest.skip("no /proc on this system")
+    assert 0 < peak < 150 * 2**20
+
+
+@pytest.mark.slow
+def test_speed_benchmark_runs(capsys, tmp_path):
+    assert main(["speed", "--repeats", "1", "--json", str(tmp_path / "speed.json")]) == 0
+    assert "MNIST 2x400 step" in capsys.readouterr().out
+    assert (tmp_path / "speed.json").exists()
