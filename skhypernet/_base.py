@@ -17,6 +17,8 @@ from ._model import HyperNetwork, PointEstimate, StochasticMLP, layer_shapes
 
 _SEED_HIGH = np.iinfo(np.int32).max
 _PAPER_BATCH_THRESHOLD = 5000
+#: Weight samples behind each epoch's weight-diffusion figures (as in the paper).
+DIFFUSION_SAMPLES = 10
 
 
 def resolve_batch_size(batch_size, n_samples):
@@ -151,7 +153,9 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
         weight_generator = self._build_weight_generator(shapes, init_generator)
         self.network_ = StochasticMLP(weight_generator, self.input_noise).to(device)
         self._optimizer_state = None
-        self._history = _engine.TrainingHistory()
+        self._history = _engine.TrainingHistory(
+            diffusion_noise=self._diffusion_noise(weight_generator, init_generator)
+        )
 
     def _fit(self, X, y, sample_weight, incremental):
         first_pass = not hasattr(self, "network_") or not (self.warm_start or incremental)
@@ -228,8 +232,14 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
             _engine.warn_not_converged(max_epochs)
         return self
 
+    def _diffusion_noise(self, weight_generator, generator):
+        """Fixed weight noise for the weight-diffusion record, or None."""
+        return None
+
     def _publish_history(self):
         history = self._history
+        if history.diffusion_noise is not None:
+            self.weight_diffusion_ = np.array(history.weight_diffusion).reshape(-1, 2)
         self.n_iter_ = history.n_iter
         self.t_ = history.n_samples_seen
         self.loss_curve_ = list(history.loss_curve)
@@ -333,6 +343,9 @@ class HyperNetworkFamily(BaseStochasticNetwork):
 
     def _n_weight_samples(self):
         return self.n_predict_samples
+
+    def _diffusion_noise(self, weight_generator, generator):
+        return torch.randn((DIFFUSION_SAMPLES, weight_generator.noise_dim), generator=generator)
 
     def _build_weight_generator(self, shapes, generator):
         sizes = list(self.hyper_hidden_layer_sizes)

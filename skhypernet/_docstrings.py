@@ -118,7 +118,17 @@ COMMON_ATTRIBUTES = """\
 _PARAMETERS_HEADER = "    Parameters\n    ----------\n"
 _ATTRIBUTES_HEADER = "    Attributes\n    ----------\n"
 
+HYPERNET_ATTRIBUTES = """\
+    weight_diffusion_ : ndarray of shape (n_iter_, 2)
+        Per epoch, from 10 fixed noise draws of the hypernetwork (dropout off),
+        the mean over the P main-network parameters of their standard
+        deviation across the draws, and the standard deviation of those
+        deviations: how the weight distribution shrinks (Figure 2 of the
+        paper).
+"""
+
 BLOCKS = {
+    "hypernet_attributes": HYPERNET_ATTRIBUTES,
     "hypernet_parameters": _PARAMETERS_HEADER
     + "\n".join([MAIN_PARAMETERS, HYPERNET_PARAMETERS, TRAINING_PARAMETERS]),
     "baseline_parameters": _PARAMETERS_HEADER

@@ -406,6 +406,9 @@ class TrainingHistory:
     n_iter: int = 0
     n_samples_seen: int = 0
     best_state: dict = None
+    #: Fixed weight noise of the diffusion diagnostic; None to skip it.
+    diffusion_noise: torch.Tensor = None
+    weight_diffusion: list = field(default_factory=list)
 
     def record(self, loss, validation_score, tol, model):
         """Append one epoch and update the no-improvement counter.
@@ -523,6 +526,9 @@ def train(
                 score = validation_score() if validation_score is not None else None
                 history.n_samples_seen += data.n_samples
                 history.record(loss, score, tol, model)
+                if history.diffusion_noise is not None:
+                    history.weight_diffusion.append(
+                        model.weight_generator.diffusion(history.diffusion_noise))
                 if verbose:
                     message = f"Epoch {history.n_iter}, loss = {loss:.8f}"
                     if score is not None:

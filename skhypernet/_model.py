@@ -131,6 +131,19 @@ class WeightGenerator(nn.Module):
         return torch.cat([layer.flatten(1) for layer in layers], dim=1)
 
 
+    def diffusion(self, weight_noise):
+        """Spread of the generated weights (Figure 2 of the paper).
+
+        From one weight sample per row of ``weight_noise`` (dropout off),
+        the standard deviation of every one of the P outputs across samples;
+        returns their mean and their standard deviation.
+        """
+        with torch.no_grad():
+            weights = self.flat_weights(self.codes(weight_noise, weight_noise.new_empty(0)))
+            spread = weights.std(dim=0)
+        return float(spread.mean()), float(spread.std())
+
+
 class PointEstimate(WeightGenerator):
     """Ordinary point-estimate weights (the paper's "SGD" baseline)."""
 

@@ -153,6 +153,8 @@ class HyperNetClassifier(HyperNetworkFamily, _StochasticClassifier):
 
     {classifier_attributes}
 
+    {hypernet_attributes}
+
     See Also
     --------
     SGDBaselineClassifier : The same network and loop with point-estimate weights.

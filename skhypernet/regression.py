@@ -103,6 +103,8 @@ class HyperNetRegressor(HyperNetworkFamily, _StochasticRegressor):
 
     {regressor_attributes}
 
+    {hypernet_attributes}
+
     See Also
     --------
     SGDBaseline : The same network and training loop with point-estimate weights.

@@ -1,17 +1,29 @@
-"""Command line of the benchmarks: ``python -m skhypernet.benchmarks COMMAND``."""
+"""Command line of the benchmarks: ``python -m skhypernet.benchmarks COMMAND``.
+
+Commands: ``uci`` (Table 1), ``mnist`` (Table 2), ``figure2`` (weight
+diffusion, Figure 2) and ``speed`` (the training engine against
+scikit-learn's MLP).  ``COMMAND --help`` lists each one's options.
+"""
 
 import argparse
 import sys
 
-from . import speed
+from . import mnist, speed, uci
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m skhypernet.benchmarks")
+    parser = argparse.ArgumentParser(prog="python -m skhypernet.benchmarks",
+                                     description=__doc__.split("\n\n")[1])
     commands = parser.add_subparsers(dest="command", required=True)
-    speed.add_arguments(commands.add_parser("speed", help=speed.__doc__.splitlines()[0]))
+    uci.add_arguments(commands.add_parser("uci", help="UCI regression, Table 1"))
+    mnist.add_arguments(commands.add_parser("mnist", help="MNIST, Table 2"))
+    uci.add_arguments(commands.add_parser("figure2", help="weight diffusion, Figure 2"),
+                      figure=True)
+    speed.add_arguments(commands.add_parser("speed", help="training engine speed"))
     args = parser.parse_args(argv)
-    return {"speed": speed.run}[args.command](args)
+    runners = {"uci": uci.run, "mnist": mnist.run, "figure2": uci.run_figure,
+               "speed": speed.run}
+    return runners[args.command](args)
 
 
 if __name__ == "__main__":
