@@ -56,12 +56,10 @@ def _to_tensor(array, dtype, device):
 class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
     """Base class of all estimators: one training loop, hooks for the task.
 
-    Subclasses define the task (``_classification``, ``_validate_targets``,
-    ``_encode_targets``, ``_validation_score``) and the weight family
-    (``_build_weight_generator``).
+    Subclasses define the task (``_loss_code``, ``_validate_targets``,
+    ``_encode_targets``, ``_validation_score``, ``_after_training``) and the
+    weight family (``_build_weight_generator``, ``_n_weight_samples``).
     """
-
-    _classification = False
 
     _parameter_constraints: dict = {
         "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
@@ -102,6 +100,13 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
     @abstractmethod
     def _validation_score(self, X, y, sample_weight):
         """Score of already validated data (higher is better)."""
+
+    @abstractmethod
+    def _loss_code(self):
+        """The engine's code of the training loss."""
+
+    def _after_training(self, X, targets, sample_weight):
+        """Called at the end of fit and partial_fit with the training data."""
 
     @abstractmethod
     def _build_weight_generator(self, shapes, generator):
@@ -206,7 +211,7 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
             targets=self._targets_tensor(targets, device),
             weights=_to_tensor(sample_weight * (len(sample_weight) / sample_weight.sum()),
                                torch.float32, device),
-            classification=self._classification,
+            loss=self._loss_code(),
         )
         optimizer = _engine.FlatOptimizer(
             self.network_, self.learning_rate_init, self._optimizer_state
@@ -228,6 +233,7 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
         )
         self._optimizer_state = optimizer.state_dict()
         self._publish_history()
+        self._after_training(X, targets, sample_weight)
         if not (stopped or incremental):
             _engine.warn_not_converged(max_epochs)
         return self
@@ -264,6 +270,18 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
             X_tensor, self._n_weight_samples(), self._predict_seed, transform
         )
         return mean.cpu().numpy()
+
+    def _sample_outputs(self, X_tensor, n_samples=None, random_state=None):
+        """Network outputs of weight samples, ndarray (S, n, n_network_outputs).
+
+        Without ``random_state`` these are the prediction's fixed samples.
+        """
+        if random_state is None:
+            seed = self._predict_seed
+        else:
+            seed = int(check_random_state(random_state).randint(_SEED_HIGH))
+        n_samples = n_samples or self._n_weight_samples()
+        return self.network_.sample_outputs(X_tensor, n_samples, seed).cpu().numpy()
 
     # -- persistence -------------------------------------------------------
     def __getstate__(self):
@@ -346,6 +364,38 @@ class HyperNetworkFamily(BaseStochasticNetwork):
 
     def _diffusion_noise(self, weight_generator, generator):
         return torch.randn((DIFFUSION_SAMPLES, weight_generator.noise_dim), generator=generator)
+
+    def sample_weights(self, n_samples=1, random_state=None):
+        """Draw main networks from the hypernetwork.
+
+        Parameters
+        ----------
+        n_samples : int, default=1
+            Number of networks to draw.
+        random_state : int, RandomState instance or None, default=None
+            Seeds the draws; None gives fresh ones.
+
+        Returns
+        -------
+        coefs : list of ndarray of shape (n_samples, fan_in, fan_out)
+            Weight matrices, layer by layer, in the layout of
+            ``MLPRegressor.coefs_`` with a leading sample axis.
+        intercepts : list of ndarray of shape (n_samples, fan_out)
+            Bias vectors, in the layout of ``MLPRegressor.intercepts_``.
+            Regressors' networks predict standardised targets:
+            ``(y - target_mean_) / target_scale_``.
+        """
+        check_is_fitted(self)
+        generator_ = self.network_.weight_generator
+        seed = int(check_random_state(random_state).randint(_SEED_HIGH))
+        torch_generator = torch.Generator(device=self.network_.device).manual_seed(seed)
+        with torch.no_grad():
+            weight_noise = torch.randn((n_samples, generator_.noise_dim),
+                                       generator=torch_generator,
+                                       device=self.network_.device)
+            codes = generator_.codes(weight_noise, weight_noise.new_empty(0))
+            layers = [layer.double().cpu().numpy() for layer in generator_.materialise(codes)]
+        return [layer[:, :-1, :] for layer in layers], [layer[:, -1, :] for layer in layers]
 
     def _build_weight_generator(self, shapes, generator):
         sizes = list(self.hyper_hidden_layer_sizes)

@@ -118,6 +118,30 @@ COMMON_ATTRIBUTES = """\
 _PARAMETERS_HEADER = "    Parameters\n    ----------\n"
 _ATTRIBUTES_HEADER = "    Attributes\n    ----------\n"
 
+LOSS_PARAMETER = """\
+    loss : {'squared_error', 'gaussian_nll'}, default='squared_error'
+        'squared_error' is the paper's loss; the observation noise of
+        ``predict(return_std=True)`` and ``sample_y`` is then the variance of
+        the training residuals, ``noise_variance_``.  'gaussian_nll' makes the
+        network output a mean and a log-variance per target and minimises the
+        Gaussian negative log-likelihood, so the noise is learned and may
+        depend on x.
+"""
+
+REGRESSOR_ATTRIBUTES = """
+    n_outputs_ : int
+        Number of targets.
+
+    target_mean_, target_scale_ : ndarray of shape (n_outputs_,)
+        Training mean and standard deviation of the targets; the network
+        predicts ``(y - target_mean_) / target_scale_``.
+
+    noise_variance_ : ndarray of shape (n_outputs_,) or None
+        With ``loss='squared_error'``, the variance of the training residuals
+        in target units, used as observation noise; None with
+        ``loss='gaussian_nll'``.
+"""
+
 HYPERNET_ATTRIBUTES = """\
     weight_diffusion_ : ndarray of shape (n_iter_, 2)
         Per epoch, from 10 fixed noise draws of the hypernetwork (dropout off),
@@ -133,9 +157,8 @@ BLOCKS = {
     + "\n".join([MAIN_PARAMETERS, HYPERNET_PARAMETERS, TRAINING_PARAMETERS]),
     "baseline_parameters": _PARAMETERS_HEADER
     + "\n".join([MAIN_PARAMETERS, TRAINING_PARAMETERS]),
-    "regressor_attributes": _ATTRIBUTES_HEADER
-    + COMMON_ATTRIBUTES
-    + "\n    n_outputs_ : int\n        Number of targets.\n",
+    "loss_parameter": LOSS_PARAMETER,
+    "regressor_attributes": _ATTRIBUTES_HEADER + COMMON_ATTRIBUTES + REGRESSOR_ATTRIBUTES,
     "classifier_attributes": _ATTRIBUTES_HEADER
     + COMMON_ATTRIBUTES
     + "\n    classes_ : ndarray of shape (n_classes,)\n        Class labels.\n",

@@ -326,34 +326,19 @@ class StochasticMLP(nn.Module):
         codes = self.weight_generator.codes(noise.weight_noise, noise.dropout_uniform)
         return forward_per_row(x, codes, self.weight_generator.heads)
 
-    @torch.no_grad()
-    def predictive_mean(self, x, n_samples, seed, transform=None):
-        """Average of ``transform(outputs)`` over weight samples (eq. 4).
+    def _sample_outputs(self, x, n_samples, seed):
+        """Yield the outputs of the weight samples in chunks, shape (s, n, n_outputs).
 
-        The samples are drawn from a generator seeded with ``seed``, so they are
-        the same for every call and every row; the part that depends on ``x``
-        runs in float64, so a row's result does not depend on the other rows.
-
-        Parameters
-        ----------
-        x : torch.Tensor of shape (n, n_features), float64
-        n_samples : int
-            Number of weight samples S (ignored for point estimates).
-        seed : int
-        transform : callable, optional
-            Applied to each sample's outputs before averaging.
-
-        Returns
-        -------
-        torch.Tensor of shape (n, n_outputs), float64
+        The samples are drawn from a generator seeded with ``seed``; the part
+        that depends on ``x`` runs in float64.  Point estimates yield their one
+        output.
         """
         generator_ = self.weight_generator
-        transform = transform or (lambda outputs: outputs)
         x = x.to(device=self.device, dtype=torch.float64)
         if isinstance(generator_, PointEstimate):
             layers = [layer.double() for layer in generator_.materialise(None)]
-            return transform(forward_materialised(x, layers))
-
+            yield forward_materialised(x, layers)[None]
+            return
         generator = torch.Generator(device=self.device).manual_seed(seed)
         weight_noise = torch.randn(
             (n_samples, generator_.noise_dim), generator=generator, device=self.device
@@ -362,20 +347,54 @@ class StochasticMLP(nn.Module):
         widest = max(max(shape) for shape in generator_.shapes) + 1
         sample_chunk = max(1, PREDICT_CHUNK_BYTES // (8 * generator_.n_main_parameters))
         row_chunk = max(1, PREDICT_CHUNK_BYTES // (8 * widest * min(sample_chunk, n_samples)))
-        total = None
         for start in range(0, n_samples, sample_chunk):
             layers = [
                 layer.double()
                 for layer in generator_.materialise(codes[start : start + sample_chunk])
             ]
-            outputs = torch.cat(
-                [
-                    transform(_forward_samples(x[row : row + row_chunk], layers)).sum(0)
-                    for row in range(0, x.shape[0], row_chunk)
-                ]
+            yield torch.cat(
+                [_forward_samples(x[row : row + row_chunk], layers)
+                 for row in range(0, x.shape[0], row_chunk)],
+                dim=1,
             )
-            total = outputs if total is None else total + outputs
-        return total / n_samples
+
+    @torch.no_grad()
+    def predictive_mean(self, x, n_samples, seed, transform=None):
+        """Average of ``transform(outputs)`` over weight samples (eq. 4).
+
+        The samples are the same for every call and every row, and the part
+        that depends on ``x`` runs in float64, so a row's result does not
+        depend on the other rows.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (n, n_features)
+        n_samples : int
+            Number of weight samples S (ignored for point estimates).
+        seed : int
+        transform : callable, optional
+            Applied to each sample's outputs before averaging.
+
+        Returns
+        -------
+        torch.Tensor of shape (n, n_transformed_outputs), float64
+        """
+        transform = transform or (lambda outputs: outputs)
+        total, count = None, 0
+        for outputs in self._sample_outputs(x, n_samples, seed):
+            summed = transform(outputs).sum(0)
+            total = summed if total is None else total + summed
+            count += outputs.shape[0]
+        return total / count
+
+    @torch.no_grad()
+    def sample_outputs(self, x, n_samples, seed):
+        """Outputs of ``n_samples`` weight samples, shape (S, n, n_outputs), float64.
+
+        Point estimates repeat their one output.
+        """
+        outputs = torch.cat(list(self._sample_outputs(x, n_samples, seed)))
+        return outputs.expand(n_samples, *outputs.shape[1:])
 
 
 def _forward_samples(x, layers):

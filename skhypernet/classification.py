@@ -10,6 +10,7 @@ from sklearn.utils.multiclass import (
 )
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from . import _engine
 from ._base import BaseStochasticNetwork, HyperNetworkFamily, PointEstimateFamily
 from ._docstrings import fill_doc
 
@@ -21,7 +22,8 @@ def _softmax(outputs):
 class _StochasticClassifier(ClassifierMixin, BaseStochasticNetwork):
     """Classification task: one logit per class, cross-entropy loss."""
 
-    _classification = True
+    def _loss_code(self):
+        return _engine.CROSS_ENTROPY
 
     def _validate_targets(self, X, y, reset):
         X, y = validate_data(self, X, y, reset=reset, dtype=np.float64)
@@ -105,6 +107,31 @@ class _StochasticClassifier(ClassifierMixin, BaseStochasticNetwork):
             to 1.
         """
         return self._proba_tensor(self._validate_X_predict(X))
+
+    def predict_proba_samples(self, X):
+        """Class probabilities of every weight sample, before averaging.
+
+        For measures of uncertainty beyond :meth:`predict_proba`, which is
+        their mean: the entropy of the mean is the total predictive
+        uncertainty, the mean entropy of the samples its aleatoric part, and
+        their difference the mutual information between prediction and
+        weights.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Input data.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_weight_samples, n_samples, n_classes)
+            ``n_predict_samples`` weight samples for the hypernetwork (the same
+            ones :meth:`predict_proba` averages), 1 for point estimates.
+        """
+        outputs = self._sample_outputs(self._validate_X_predict(X))
+        outputs = outputs - outputs.max(axis=-1, keepdims=True)
+        proba = np.exp(outputs)
+        return proba / proba.sum(axis=-1, keepdims=True)
 
     def predict_log_proba(self, X):
         """Logarithm of :meth:`predict_proba`.

@@ -1,17 +1,42 @@
 """Public regressors: HyperNetRegressor and SGDBaseline."""
 
+from numbers import Integral
+
 import numpy as np
 import torch
 from sklearn.base import RegressorMixin
 from sklearn.metrics import r2_score
-from sklearn.utils.validation import validate_data
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._base import BaseStochasticNetwork, HyperNetworkFamily, PointEstimateFamily
+from . import _engine
+from ._base import (
+    BaseStochasticNetwork,
+    HyperNetworkFamily,
+    PointEstimateFamily,
+    _store_params,
+)
 from ._docstrings import fill_doc
 
 
 class _StochasticRegressor(RegressorMixin, BaseStochasticNetwork):
-    """Regression task: standardised targets, squared-error loss."""
+    """Regression task: standardised targets, squared error or Gaussian likelihood.
+
+    The predictive distribution of a row is the mixture over weight samples
+    of Gaussians: with ``loss='squared_error'`` their variance is the
+    ``noise_variance_`` estimated from the training residuals; with
+    ``loss='gaussian_nll'`` the network outputs a mean and a log-variance per
+    target, so the noise is learned and may depend on x.
+    """
+
+    _loss_constraint = {"loss": [StrOptions({"squared_error", "gaussian_nll"})]}
+
+    def _loss_code(self):
+        return _engine.LOSSES[self.loss]
+
+    def _gaussian(self):
+        return self.loss == "gaussian_nll"
 
     def _validate_targets(self, X, y, reset):
         return validate_data(
@@ -26,20 +51,59 @@ class _StochasticRegressor(RegressorMixin, BaseStochasticNetwork):
             scale = np.sqrt(np.average((y - mean) ** 2, axis=0, weights=sample_weight))
             # A constant target would divide by zero; it is then only centred.
             scale[~(scale > 0)] = 1.0
-            self._y_mean, self._y_scale = mean, scale
+            self.target_mean_, self.target_scale_ = mean, scale
         elif y.shape[1] != self.n_outputs_:
             raise ValueError(
                 f"y has {y.shape[1]} outputs, but {type(self).__name__} was fitted "
                 f"with {self.n_outputs_} outputs."
             )
-        return (y - self._y_mean) / self._y_scale, y.shape[1]
+        n_network_outputs = y.shape[1] * (2 if self._gaussian() else 1)
+        return (y - self.target_mean_) / self.target_scale_, n_network_outputs
 
     def _targets_tensor(self, targets, device):
         return torch.tensor(targets, dtype=torch.float32, device=device)
 
-    def _predict_tensor(self, X_tensor):
-        y = self._predictive_mean(X_tensor) * self._y_scale + self._y_mean
-        return y.ravel() if self.n_outputs_ == 1 else y
+    def _moments(self, X_tensor, with_variance):
+        """Predictive mean and, optionally, variance in standardised units."""
+        gaussian = self._gaussian()
+
+        def moments(outputs):
+            if gaussian:
+                means, log_variances = _engine.split_gaussian(outputs)
+                noise = torch.exp(log_variances)
+            else:
+                means, noise = outputs, torch.zeros_like(outputs)
+            return torch.cat([means, means.square(), noise], dim=-1)
+
+        first, second, noise = np.split(self._predictive_mean(X_tensor, moments), 3, axis=1)
+        if not with_variance:
+            return first, None
+        spread = np.maximum(second - first**2, 0.0)
+        if not gaussian:
+            noise = np.broadcast_to(self.noise_variance_ / self.target_scale_**2, first.shape)
+        return first, spread + noise
+
+    def _to_output_shape(self, y):
+        return y.reshape(len(y), -1)[:, 0] if self.n_outputs_ == 1 else y
+
+    def _predict_tensor(self, X_tensor, return_std=False):
+        mean, variance = self._moments(X_tensor, return_std)
+        mean = self._to_output_shape(mean * self.target_scale_ + self.target_mean_)
+        if not return_std:
+            return mean
+        return mean, self._to_output_shape(np.sqrt(variance) * self.target_scale_)
+
+    def _after_training(self, X, targets, sample_weight):
+        # The noise of the squared-error model: the variance of the training
+        # residuals (optimistic where the network overfits).
+        if self._gaussian():
+            self.noise_variance_ = None
+            return
+        X_tensor = torch.tensor(X, dtype=torch.float64)
+        networks = self._predictive_mean(X_tensor)
+        residual_variance = np.average((targets - networks) ** 2, axis=0,
+                                       weights=sample_weight)
+        self.noise_variance_ = residual_variance * self.target_scale_**2
 
     def _validation_score(self, X, y, sample_weight):
         return r2_score(y, self._predict_tensor(X), sample_weight=sample_weight)
@@ -67,20 +131,62 @@ class _StochasticRegressor(RegressorMixin, BaseStochasticNetwork):
         self._validate_params()
         return self._fit(X, y, sample_weight, incremental=True)
 
-    def predict(self, X):
-        """Predict with the model.
+    def predict(self, X, return_std=False):
+        """Predict with the model: the mean of the predictive distribution.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
             Input data.
+        return_std : bool, default=False
+            Also return the standard deviation of the predictive distribution:
+            the spread of the weight samples' predictions combined with the
+            observation noise (see the class description).
 
         Returns
         -------
-        y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
+        y_mean : ndarray of shape (n_samples,) or (n_samples, n_outputs)
             Predicted values, in the units of the training targets.
+        y_std : ndarray of the same shape, only with ``return_std=True``
+            Predictive standard deviations, in the same units.
         """
-        return self._predict_tensor(self._validate_X_predict(X))
+        return self._predict_tensor(self._validate_X_predict(X), return_std)
+
+    def sample_y(self, X, n_samples=1, random_state=None):
+        """Draw targets from the predictive distribution.
+
+        Each draw takes a fresh weight sample, shared by all rows (so a draw
+        is one function), and adds observation noise.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_rows, n_features)
+            Input data.
+        n_samples : int, default=1
+            Number of draws.
+        random_state : int, RandomState instance or None, default=None
+            Seeds the draws; None gives fresh ones.
+
+        Returns
+        -------
+        y_samples : ndarray of shape (n_rows, n_samples) or (n_rows, n_outputs, n_samples)
+            Draws in the units of the training targets.
+        """
+        if not isinstance(n_samples, Integral) or n_samples < 1:
+            raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}.")
+        X_tensor = self._validate_X_predict(X)
+        rng = check_random_state(random_state)
+        outputs = self._sample_outputs(X_tensor, n_samples, rng)
+        if self._gaussian():
+            means, log_variances = _engine.split_gaussian(torch.from_numpy(outputs))
+            means, noise_std = means.numpy(), torch.exp(0.5 * log_variances).numpy()
+        else:
+            means = outputs
+            noise_std = np.sqrt(self.noise_variance_) / self.target_scale_
+        draws = means + noise_std * rng.standard_normal(means.shape)
+        draws = draws * self.target_scale_ + self.target_mean_  # (S, n, n_outputs)
+        draws = np.moveaxis(draws, 0, -1)
+        return draws[:, 0, :] if self.n_outputs_ == 1 else draws
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -100,6 +206,8 @@ class HyperNetRegressor(HyperNetworkFamily, _StochasticRegressor):
     Targets are standardised internally; predictions are in original units.
 
     {hypernet_parameters}
+
+    {loss_parameter}
 
     {regressor_attributes}
 
@@ -122,6 +230,36 @@ class HyperNetRegressor(HyperNetworkFamily, _StochasticRegressor):
     True
     """
 
+    _parameter_constraints: dict = {
+        **HyperNetworkFamily._parameter_constraints,
+        **_StochasticRegressor._loss_constraint,
+    }
+
+    def __init__(
+        self,
+        hidden_layer_sizes=(50,),
+        *,
+        loss="squared_error",
+        noise_dim=10,
+        hyper_hidden_layer_sizes=(100, 50),
+        hyper_dropout=0.5,
+        input_noise=0.5,
+        n_predict_samples=100,
+        batch_size="auto",
+        learning_rate_init=1e-3,
+        max_iter=200,
+        shuffle=True,
+        tol=1e-4,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=20,
+        warm_start=False,
+        random_state=None,
+        verbose=0,
+        device="cpu",
+    ):
+        _store_params(self, locals())
+
 
 @fill_doc
 class SGDBaseline(PointEstimateFamily, _StochasticRegressor):
@@ -132,6 +270,8 @@ class SGDBaseline(PointEstimateFamily, _StochasticRegressor):
     hypernetwork.
 
     {baseline_parameters}
+
+    {loss_parameter}
 
     {regressor_attributes}
 
@@ -149,3 +289,29 @@ class SGDBaseline(PointEstimateFamily, _StochasticRegressor):
     >>> reg.score(X, y) > 0.9
     True
     """
+
+    _parameter_constraints: dict = {
+        **PointEstimateFamily._parameter_constraints,
+        **_StochasticRegressor._loss_constraint,
+    }
+
+    def __init__(
+        self,
+        hidden_layer_sizes=(50,),
+        *,
+        loss="squared_error",
+        input_noise=0.5,
+        batch_size="auto",
+        learning_rate_init=1e-3,
+        max_iter=200,
+        shuffle=True,
+        tol=1e-4,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=20,
+        warm_start=False,
+        random_state=None,
+        verbose=0,
+        device="cpu",
+    ):
+        _store_params(self, locals())

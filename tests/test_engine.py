@@ -30,11 +30,16 @@ def build(family, input_noise=0.5, hidden=(6, 4), dropout=0.5, shapes=SHAPES):
     return StochasticMLP(weights, input_noise)
 
 
-def batch(n, classification, seed=1):
+LOSSES = [_engine.SQUARED_ERROR, _engine.CROSS_ENTROPY, _engine.GAUSSIAN_NLL]
+
+
+def batch(n, loss, seed=1):
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(n, SHAPES[0][0], generator=generator)
-    if classification:
+    if loss == _engine.CROSS_ENTROPY:
         y = torch.randint(0, SHAPES[-1][1], (n,), generator=generator)
+    elif loss == _engine.GAUSSIAN_NLL:  # outputs: one mean and one log-variance
+        y = torch.randn(n, SHAPES[-1][1] // 2, generator=generator)
     else:
         y = torch.randn(n, SHAPES[-1][1], generator=generator)
     return x, y, torch.rand(n, generator=generator) + 0.5
@@ -50,26 +55,26 @@ CASES = [
 
 
 @pytest.mark.parametrize("family, input_noise, hidden, dropout", CASES)
-@pytest.mark.parametrize("classification", [False, True])
+@pytest.mark.parametrize("loss", LOSSES)
 @pytest.mark.parametrize("n", [1, 9])
 def test_hand_written_gradients_equal_autograd(family, input_noise, hidden, dropout,
-                                               classification, n):
+                                               loss, n):
     model = build(family, input_noise, hidden, dropout)
-    x, y, w = batch(n, classification)
+    x, y, w = batch(n, loss)
     noise = model.draw_noise(n, x.shape[1], torch.Generator().manual_seed(2))
-    loss = (w * _engine.row_loss(model(x, noise), y, classification)).mean()
-    loss.backward()
+    mean_loss = (w * _engine.row_loss(model(x, noise), y, loss)).mean()
+    mean_loss.backward()
     expected = [p.grad.clone() for p in _engine._parameter_list(model) if p is not None]
 
     optimizer = _engine.FlatOptimizer(model, 1e-3)
     masks = model.weight_generator.dropout_mask_matrix(noise.dropout_uniform)
     with torch.no_grad():
         total = _engine.batch_gradients(
-            x, y, w, classification, noise.input_noise, noise.weight_noise, masks,
+            x, y, w, loss, noise.input_noise, noise.weight_noise, masks,
             list(model.weight_generator.hidden_sizes), optimizer.params, optimizer.grads,
             optimizer.n_hidden,
         )
-    torch.testing.assert_close(total / n, loss.detach())
+    torch.testing.assert_close(total / n, mean_loss.detach())
     computed = [g for g in optimizer.grads if g.numel()]
     assert len(computed) == len(expected)
     for got, want in zip(computed, expected):
@@ -86,7 +91,7 @@ def reference_epoch(model, optimizer, data, batch_size, generator):
         index = order[rows]
         outputs = model(data.X[index], noise.rows(rows))
         losses = data.weights[index] * _engine.row_loss(
-            outputs, data.targets[index], data.classification)
+            outputs, data.targets[index], data.loss)
         optimizer.zero_grad()
         losses.mean().backward()
         optimizer.step()
@@ -95,16 +100,15 @@ def reference_epoch(model, optimizer, data, batch_size, generator):
 
 
 @pytest.mark.parametrize("family", ["hyper", "point"])
-@pytest.mark.parametrize("classification", [False, True])
+@pytest.mark.parametrize("loss", LOSSES)
 @pytest.mark.parametrize("scripted", [True, False], ids=["torchscript", "python"])
-def test_training_epochs_equal_autograd_and_torch_adam(family, classification, scripted,
-                                                       monkeypatch):
+def test_training_epochs_equal_autograd_and_torch_adam(family, loss, scripted, monkeypatch):
     if not scripted:
         monkeypatch.setitem(_engine._compiled, "train_rows", _engine.train_rows)
     model = build(family)
     reference = copy.deepcopy(model)
-    x, y, w = batch(40, classification)
-    data = _engine.TrainingData(x, y, w, classification)
+    x, y, w = batch(40, loss)
+    data = _engine.TrainingData(x, y, w, loss)
     optimizer = _engine.FlatOptimizer(model, 1e-2)
     torch_adam = torch.optim.Adam(reference.parameters(), lr=1e-2)
     fast_generator = torch.Generator().manual_seed(5)

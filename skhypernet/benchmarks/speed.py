@@ -97,7 +97,7 @@ def mnist_model(batch_size):
         X=torch.rand(batch_size, 784, generator=generator),
         targets=torch.randint(0, 10, (batch_size,), generator=generator),
         weights=torch.ones(batch_size),
-        classification=True,
+        loss=_engine.CROSS_ENTROPY,
     )
     return model, optimizer, data
 
