@@ -3,6 +3,7 @@
 import json
 import os
 
+import numpy as np
 import pytest
 
 from skhypernet.benchmarks._results import ResultStore, mean_and_standard_error
@@ -33,6 +34,8 @@ def test_uci_harness_records_table_and_resume(tmp_path, capsys):
     assert record["settings"]["epochs"] == 3 and record["settings"]["batch_size"] == 1
     assert len(record["rmse_tracked_epochs"]) == 2
     assert "| SGD (ours) | HyperNet (ours) |" in out
+    assert "| LL SGD (ours) | LL HyperNet (ours) |" in out
+    assert 0 <= record["coverage_90"] <= 1 and np.isfinite(record["ll"])
     assert "[8/8]" in out  # progress per data set and split
 
     assert main(args + ["--resume"]) == 0
@@ -52,7 +55,8 @@ def test_uci_harness_options_reach_the_model(tmp_path):
     (record,) = read_records(results)
     assert record["method"] == "SGD"
     assert record["settings"] == {"epochs": 3, "track_epochs": 2, "hidden": 7,
-                                  "batch_size": 16, "predict_samples": 5, "seed": 5}
+                                  "batch_size": 16, "predict_samples": 5, "seed": 5,
+                                  "loss": "squared_error"}
 
 
 def test_result_store_drops_a_line_cut_short_by_a_crash(tmp_path):
@@ -68,6 +72,16 @@ def test_result_store_drops_a_line_cut_short_by_a_crash(tmp_path):
     assert [r["split"] for r in read_records(path)] == [0, 1, 2]
     assert resumed.has({"dataset": "a", "split": 2})
     assert ResultStore(path, resume=False).records == []
+
+
+def test_predictive_scores():
+    from skhypernet.benchmarks.uci import predictive_scores
+
+    y = np.array([0.0, 1.0, 2.0, 10.0])
+    scores = predictive_scores(y, np.array([0.0, 1.0, 2.0, 0.0]), np.ones(4))
+    assert scores["coverage_90"] == 0.75
+    assert scores["rmse"] == pytest.approx(5.0)
+    assert scores["ll"] == pytest.approx(-0.5 * np.log(2 * np.pi) - 100 / 8)
 
 
 def test_mean_and_standard_error():

@@ -49,6 +49,9 @@ def add_arguments(parser, *, figure=False):
                         help="'paper' (1, or 512 above 5,000 points), 'auto', or a number")
     parser.add_argument("--predict-samples", type=int, default=100,
                         help="weight samples S averaged at prediction")
+    parser.add_argument("--loss", default="squared_error",
+                        choices=["squared_error", "gaussian_nll"],
+                        help="training loss of both methods (paper: squared_error)")
     parser.add_argument("--seed", type=int, default=0, help="base seed (plus the split)")
     parser.add_argument("--jobs", type=int, default=1, help="parallel worker processes")
     parser.add_argument("--results", required=True, help="JSON-lines results file")
@@ -98,6 +101,18 @@ def train_tracking(model, X, y, epochs, track, evaluate):
     return scores
 
 
+def predictive_scores(y, mean, std):
+    """Test RMSE, mean log-likelihood per point under N(mean, std^2), and the
+    fraction of points inside the central 90 % interval."""
+    variance = std**2
+    log_likelihood = -0.5 * (np.log(2 * np.pi * variance) + (y - mean) ** 2 / variance)
+    return {
+        "rmse": float(np.sqrt(np.mean((y - mean) ** 2))),
+        "ll": float(np.mean(log_likelihood)),
+        "coverage_90": float(np.mean(np.abs(y - mean) <= 1.6448536 * std)),
+    }
+
+
 def standardise(train, test):
     mean, scale = train.mean(axis=0), train.std(axis=0)
     scale = np.where(scale > 0, scale, 1.0)
@@ -116,6 +131,7 @@ def run_task(task):
     settings = task["settings"]
     model = METHODS[task["method"]](
         hidden_layer_sizes=(settings["hidden"],),
+        loss=settings["loss"],
         batch_size=settings["batch_size"],
         n_iter_no_change=np.inf,
         random_state=settings["seed"],
@@ -123,19 +139,19 @@ def run_task(task):
            if task["method"] == "HyperNet" else {}),
     )
 
-    def test_rmse(fitted):
+    def test_scores(fitted):
         # Predictions are in normalised units: scale back to the original ones.
-        predicted = fitted.predict(X_test) * y_scale + y_mean
-        return float(np.sqrt(np.mean((predicted - y_test) ** 2)))
+        mean, std = fitted.predict(X_test, return_std=True)
+        return predictive_scores(y_test, mean * y_scale + y_mean, std * y_scale)
 
     start = time.perf_counter()
-    curve = train_tracking(model, X_train, y_train_n, settings["epochs"],
-                           settings["track_epochs"], test_rmse)
+    curves = train_tracking(model, X_train, y_train_n, settings["epochs"],
+                            settings["track_epochs"], test_scores)
     record = {
         **{k: task[k] for k in ("dataset", "split", "method")},
         "settings": settings,
-        "rmse": float(np.mean(curve)),
-        "rmse_tracked_epochs": curve,
+        **{name: float(np.mean([c[name] for c in curves])) for name in curves[0]},
+        **{f"{name}_tracked_epochs": [c[name] for c in curves] for name in curves[0]},
         "fit_seconds": time.perf_counter() - start,
         "n_train": len(y_train),
         "n_test": len(y_test),
@@ -158,6 +174,7 @@ def plan(args, splits_of, methods):
             "hidden": hidden_for(dataset, args.hidden),
             "batch_size": batch_size_for(args.batch_rule, n_points),
             "predict_samples": args.predict_samples,
+            "loss": args.loss,
         }
         for split in splits_of(folder):
             for method in methods:
@@ -213,6 +230,34 @@ def summary_table(records):
     return markdown_table(header, rows)
 
 
+def uncertainty_table(records):
+    """Test log-likelihood and 90 % interval coverage beside MC dropout's."""
+    reference = {row["folder"]: row for row in read_reference("mc_dropout_2018_uci.csv")}
+    by_dataset = {}
+    for record in records:
+        if "ll" in record:
+            by_dataset.setdefault(record["dataset"], {}).setdefault(
+                record["method"], []).append(record)
+    header = ["Dataset", "LL MC dropout (bayesopt)", "LL MC dropout (grid)", "LL SGD (ours)",
+              "LL HyperNet (ours)", "90 % coverage SGD", "90 % coverage HyperNet"]
+    rows = []
+    for dataset, methods in sorted(by_dataset.items()):
+        published = reference.get(dataset)
+        cells = [published["dataset"] if published else dataset]
+        for column in ("ll_bayesopt", "ll_grid"):
+            cells.append(format_estimate(float(published[column]),
+                                         float(published[column + "_se"]))
+                         if published else "–")
+        for name in ("ll", "coverage_90"):
+            for method in ("SGD", "HyperNet"):
+                found = [r[name] for r in methods.get(method, [])]
+                cells.append(format_estimate(*mean_and_standard_error(found), digits=3
+                                             if name == "coverage_90" else 2)
+                             if found else "–")
+        rows.append(cells)
+    return markdown_table(header, rows)
+
+
 def run(args, out=None):
     import sys
 
@@ -225,6 +270,8 @@ def run(args, out=None):
     store = ResultStore(args.results, resume=args.resume)
     execute(plan(args, splits_of, args.methods), store, args.jobs, out)
     print("\n" + summary_table(store.records), file=out)
+    if any("ll" in record for record in store.records):
+        print("\n" + uncertainty_table(store.records), file=out)
     return 0
 
 
