@@ -23,6 +23,7 @@ straightforward formulation; the tests check the engine against it.
 
 import contextlib
 import copy
+import math
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -382,6 +383,18 @@ class FlatOptimizer:
             self.exp_avg_sq = state["exp_avg_sq"].to(device)
             self.step = state["step"].to(device)
 
+    def snapshot(self):
+        """A copy of the parameters, for :meth:`restore`."""
+        return self.flat.clone()
+
+    def restore(self, snapshot, reset_moments):
+        """Put back the parameters of ``snapshot``; optionally restart Adam."""
+        self.flat.copy_(snapshot)
+        if reset_moments:
+            self.exp_avg.zero_()
+            self.exp_avg_sq.zero_()
+            self.step.zero_()
+
     def state_dict(self):
         """Adam's moments and step count."""
         return {"exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq, "step": self.step}
@@ -554,11 +567,25 @@ def train(
     """
     start_time = time.perf_counter()
     stopped = False
+    snapshot = None
     try:
         work = step_flops(model, batch_size)
         with flushed_denormals(), threads_for(work), torch.no_grad():
             for _ in range(max_epochs):
+                # The last finished epoch's parameters, kept for divergence and Ctrl-C.
+                snapshot = optimizer.snapshot()
                 loss = run_epoch(model, optimizer, data, batch_size, shuffle, generator)
+                if not math.isfinite(loss):
+                    optimizer.restore(snapshot, reset_moments=True)
+                    warnings.warn(
+                        f"Training diverged in epoch {history.n_iter + 1}: the loss became "
+                        f"{loss}. The parameters from before that epoch are kept and the "
+                        "optimiser's state is reset. Lower learning_rate_init, or scale X "
+                        "and y (for example with StandardScaler).",
+                        ConvergenceWarning,
+                    )
+                    stopped = True
+                    break
                 score = validation_score() if validation_score is not None else None
                 history.n_samples_seen += data.n_samples
                 history.record(loss, score, tol, model)
@@ -580,8 +607,17 @@ def train(
                             f"{n_iter_no_change} consecutive epochs. Stopping."
                         )
                     break
-    except KeyboardInterrupt:
-        warnings.warn("Training interrupted by user.")
+    except (KeyboardInterrupt, RuntimeError) as error:
+        # Ctrl-C inside the scripted loop arrives as a RuntimeError.
+        if isinstance(error, RuntimeError) and "KeyboardInterrupt" not in str(error):
+            raise
+        if snapshot is not None:
+            with torch.no_grad():
+                optimizer.restore(snapshot, reset_moments=False)
+        warnings.warn(
+            "Training interrupted by user: the model keeps the parameters of the last "
+            f"finished epoch ({history.n_iter} in all)."
+        )
         stopped = True
     if validation_score is not None and history.best_state is not None:
         model.load_state_dict(history.best_state)

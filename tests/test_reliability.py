@@ -1,0 +1,142 @@
+"""Faults: divergence, interruption, threads, persistence, killed benchmark runs."""
+
+import json
+import os
+import pickle
+import random
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import joblib
+import numpy as np
+import pytest
+from sklearn.datasets import make_classification, make_regression
+from sklearn.exceptions import ConvergenceWarning
+
+from skhypernet import (
+    HyperNetClassifier,
+    HyperNetRegressor,
+    SGDBaseline,
+    SGDBaselineClassifier,
+)
+
+from .conftest import write_uci_folder
+
+ALL = [HyperNetRegressor, SGDBaseline, HyperNetClassifier, SGDBaselineClassifier]
+
+
+def data_for(cls, n=100):
+    if "Classifier" in cls.__name__:
+        return make_classification(n_samples=n, n_features=4, random_state=0)
+    return make_regression(n_samples=n, n_features=4, noise=1.0, random_state=0)
+
+
+def predictions(model, X):
+    return model.predict_proba(X) if hasattr(model, "predict_proba") else model.predict(X)
+
+
+@pytest.mark.parametrize("cls", [HyperNetRegressor, SGDBaseline])
+def test_divergence_stops_with_a_warning_and_finite_predictions(cls):
+    X, y = data_for(cls)
+    with pytest.warns(ConvergenceWarning, match="diverged.*Lower learning_rate_init"):
+        model = cls(learning_rate_init=1e6, max_iter=20, random_state=0).fit(1e6 * X, y)
+    assert np.all(np.isfinite(model.predict(X)))
+    mean, std = model.predict(X, return_std=True)
+    assert np.all(np.isfinite(std))
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_huge_learning_rate_never_predicts_nan(cls):
+    X, y = data_for(cls)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = cls(learning_rate_init=1e4, max_iter=10, random_state=0).fit(X, y)
+    assert np.all(np.isfinite(predictions(model, X)))
+
+
+_INTERRUPT_SCRIPT = """
+import os, signal, threading, warnings, numpy as np
+from skhypernet import HyperNetRegressor
+rng = np.random.RandomState(0)
+X = rng.normal(size=(400, 5)); y = X @ rng.normal(size=5)
+model = HyperNetRegressor(batch_size=1, max_iter=10000, n_iter_no_change=np.inf,
+                          random_state=0)
+threading.Timer(3.0, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    model.fit(X, y)
+print([str(w.message) for w in caught])
+print(model.n_iter_, len(model.loss_curve_), bool(np.isfinite(model.predict(X)).all()))
+"""
+
+
+def test_ctrl_c_keeps_a_usable_model_at_the_last_finished_epoch():
+    result = subprocess.run([sys.executable, "-c", _INTERRUPT_SCRIPT], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    messages, summary = result.stdout.strip().splitlines()[-2:]
+    assert "interrupted by user" in messages
+    n_iter, n_losses, finite = summary.split()
+    assert int(n_iter) == int(n_losses) >= 1 and int(n_iter) < 10000
+    assert finite == "True"
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_predict_from_several_threads(cls):
+    X, y = data_for(cls)
+    model = cls(max_iter=10, random_state=0).fit(X, y)
+    expected = predictions(model, X)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: predictions(model, X), range(8)))
+    for result in results:
+        np.testing.assert_array_equal(result, expected)
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_joblib_and_pickle_round_trips(cls, tmp_path):
+    X, y = data_for(cls)
+    model = cls(max_iter=10, random_state=0).fit(X, y)
+    joblib.dump(model, tmp_path / "model.joblib")
+    np.testing.assert_array_equal(predictions(joblib.load(tmp_path / "model.joblib"), X),
+                                  predictions(model, X))
+    np.testing.assert_array_equal(predictions(pickle.loads(pickle.dumps(model)), X),
+                                  predictions(model, X))
+
+
+def _harness_command(data, results):
+    return [sys.executable, "-m", "skhypernet.benchmarks", "uci", "--data", str(data),
+            "--splits", "3", "--epochs", "4", "--track-epochs", "2", "--predict-samples",
+            "5", "--results", str(results), "--resume"]
+
+
+def _comparable(path):
+    with open(path) as handle:
+        records = [json.loads(line) for line in handle if line.strip()]
+    for record in records:
+        record.pop("fit_seconds")
+    return sorted(records, key=lambda r: (r["dataset"], r["split"], r["method"]))
+
+
+def test_killed_benchmark_run_resumes_to_the_same_results(tmp_path):
+    write_uci_folder(tmp_path / "data", name="toy", n_rows=60, n_splits=3)
+    reference = tmp_path / "reference.jsonl"
+    subprocess.run(_harness_command(tmp_path / "data", reference), check=True,
+                   capture_output=True, timeout=300)
+    interrupted = tmp_path / "interrupted.jsonl"
+    rng = random.Random(0)
+    for _ in range(3):  # kill at random moments, then resume
+        process = subprocess.Popen(_harness_command(tmp_path / "data", interrupted),
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(1.5, 4.0))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    subprocess.run(_harness_command(tmp_path / "data", interrupted), check=True,
+                   capture_output=True, timeout=300)
+    assert _comparable(interrupted) == _comparable(reference)
+    assert len(_comparable(reference)) == 6
+    assert not os.path.exists(str(interrupted) + ".tmp")
