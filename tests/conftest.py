@@ -68,3 +68,14 @@ def write_mnist_folder(folder, n_train=60, n_test=20, compress=True, seed=0):
         write_idx(os.path.join(folder, f"{part}-labels-idx1-ubyte"), labels, compress)
         arrays[part] = (images, labels)
     return arrays
+
+
+# Property-based tests: a bounded profile for CI (the default) and a longer
+# one for local runs: HYPOTHESIS_PROFILE=long python -m pytest tests/test_properties.py
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+settings.register_profile("ci", max_examples=30, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("long", max_examples=600, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
