@@ -1,6 +1,6 @@
 """The scikit-learn side shared by all estimators: validation, fitting, pickling."""
 
-import copy
+import dataclasses
 from abc import ABCMeta, abstractmethod
 from numbers import Integral, Real
 
@@ -285,36 +285,51 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
 
     # -- persistence -------------------------------------------------------
     def __getstate__(self):
-        # Tensors are stored on the CPU so that a model fitted on a GPU loads
-        # on a machine without one.
+        # No torch object is stored: tensors become numpy arrays, so a model
+        # fitted on a GPU loads on a machine without one, and skops.io can
+        # store it without pickle.
         state = dict(super().__getstate__())  # object.__getstate__ returns __dict__ itself
         if "network_" in state:
-            state["network_"] = copy.deepcopy(state["network_"]).cpu()
+            state["network_"] = state["network_"].to_arrays()
         if state.get("_optimizer_state") is not None:
-            state["_optimizer_state"] = _tensors_to_cpu(state["_optimizer_state"])
-        if "_history" in state and state["_history"].best_state is not None:
-            history = copy.copy(state["_history"])
-            history.best_state = _tensors_to_cpu(history.best_state)
-            state["_history"] = history
+            state["_optimizer_state"] = _to_numpy(state["_optimizer_state"])
+        if "_history" in state:
+            state["_history"] = _to_numpy(dataclasses.asdict(state["_history"]))
         if "_generator" in state:
-            state["_generator"] = state["_generator"].get_state()
+            state["_generator"] = state["_generator"].get_state().numpy()
         return state
 
     def __setstate__(self, state):
+        if "network_" in state:
+            state["network_"] = StochasticMLP.from_arrays(state["network_"])
+        if state.get("_optimizer_state") is not None:
+            state["_optimizer_state"] = _to_torch(state["_optimizer_state"])
+        if "_history" in state:
+            state["_history"] = _engine.TrainingHistory(**_to_torch(state["_history"]))
         if "_generator" in state:
             generator = torch.Generator()
-            generator.set_state(state["_generator"])
+            generator.set_state(torch.from_numpy(np.array(state["_generator"])))
             state["_generator"] = generator
         super().__setstate__(state)
 
 
-def _tensors_to_cpu(obj):
+def _to_numpy(obj):
+    """Replace the tensors in nested dicts and lists by numpy arrays."""
     if isinstance(obj, torch.Tensor):
-        return obj.cpu()
+        return obj.detach().cpu().numpy().copy()
     if isinstance(obj, dict):
-        return obj.__class__((key, _tensors_to_cpu(value)) for key, value in obj.items())
-    if isinstance(obj, list):
-        return [_tensors_to_cpu(value) for value in obj]
+        return {key: _to_numpy(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_numpy(value) for value in obj]
+    return obj
+
+
+def _to_torch(obj):
+    """Inverse of :func:`_to_numpy` for parameter and optimiser states."""
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.array(obj))
+    if isinstance(obj, dict):
+        return {key: _to_torch(value) for key, value in obj.items()}
     return obj
 
 

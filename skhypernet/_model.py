@@ -21,6 +21,7 @@ prediction materialises one weight set per Monte Carlo sample (eq. 4).
 import math
 from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -288,6 +289,40 @@ class StochasticMLP(nn.Module):
     def device(self):
         """Device holding the parameters."""
         return self.weight_generator.heads[0].device
+
+    def to_arrays(self):
+        """The architecture and parameters as plain Python and numpy values.
+
+        No torch object is left, so the result can be stored with pickle or
+        skops.io and loaded on any device; :meth:`from_arrays` rebuilds the
+        module.
+        """
+        generator_ = self.weight_generator
+        return {
+            "hypernetwork": isinstance(generator_, HyperNetwork),
+            "shapes": [list(shape) for shape in generator_.shapes],
+            "noise_dim": generator_.noise_dim,
+            "hidden_sizes": list(generator_.hidden_sizes),
+            "dropout": float(getattr(generator_, "dropout", 0.0)),
+            "parameters": {name: tensor.detach().cpu().numpy().copy()
+                           for name, tensor in self.state_dict().items()},
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays):
+        """Rebuild a module on the CPU from :meth:`to_arrays`."""
+        shapes = [tuple(shape) for shape in arrays["shapes"]]
+        generator = torch.Generator()
+        if arrays["hypernetwork"]:
+            weights = HyperNetwork(shapes, arrays["noise_dim"], arrays["hidden_sizes"],
+                                   arrays["dropout"], generator)
+        else:
+            weights = PointEstimate(shapes, generator)
+        parameters = arrays["parameters"]
+        model = cls(weights, input_noise=1.0 if "input_noise_raw" in parameters else 0.0)
+        model.load_state_dict({name: torch.from_numpy(np.array(value))
+                               for name, value in parameters.items()})
+        return model
 
     @property
     def input_noise_scale(self):

@@ -140,3 +140,22 @@ def test_killed_benchmark_run_resumes_to_the_same_results(tmp_path):
     assert _comparable(interrupted) == _comparable(reference)
     assert len(_comparable(reference)) == 6
     assert not os.path.exists(str(interrupted) + ".tmp")
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_skops_round_trip_with_the_project_types_trusted(cls, tmp_path):
+    sio = pytest.importorskip("skops.io")
+    from skhypernet import SKOPS_TRUSTED_TYPES
+
+    X, y = data_for(cls)
+    if "Classifier" in cls.__name__:
+        y = np.array(["no", "yes"])[y]
+    model = cls(max_iter=10, warm_start=True, random_state=0).fit(X, y)
+    sio.dump(model, tmp_path / "model.skops")
+    assert set(sio.get_untrusted_types(file=tmp_path / "model.skops")) <= set(
+        SKOPS_TRUSTED_TYPES)
+    loaded = sio.load(tmp_path / "model.skops", trusted=SKOPS_TRUSTED_TYPES)
+    np.testing.assert_array_equal(predictions(loaded, X), predictions(model, X))
+    loaded.fit(X, y)  # training continues from the loaded state
+    model.fit(X, y)
+    np.testing.assert_array_equal(predictions(loaded, X), predictions(model, X))
