@@ -44,3 +44,10 @@ def test_speed_benchmark_runs(capsys, tmp_path):
     assert main(["speed", "--repeats", "1", "--json", str(tmp_path / "speed.json")]) == 0
     assert "MNIST 2x400 step" in capsys.readouterr().out
     assert (tmp_path / "speed.json").exists()
+
+
+def test_memory_benchmark_reports_predict_peak(capsys):
+    assert main(["memory", "--rows", "2000", "--samples", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "predict on 2,000 rows" in out
+    assert "n/a" in out or out.count("peak extra memory") == 2

@@ -1,14 +1,14 @@
 """Command line of the benchmarks: ``python -m skhypernet.benchmarks COMMAND``.
 
 Commands: ``uci`` (Table 1), ``mnist`` (Table 2), ``figure2`` (weight
-diffusion, Figure 2) and ``speed`` (the training engine against
-scikit-learn's MLP).  ``COMMAND --help`` lists each one's options.
+diffusion, Figure 2), ``speed`` (the training engine against scikit-learn's
+MLP) and ``memory`` (peak memory of predict on many rows).  ``COMMAND --help`` lists each one's options.
 """
 
 import argparse
 import sys
 
-from . import mnist, speed, uci
+from . import memory, mnist, speed, uci
 
 
 def main(argv=None):
@@ -20,9 +20,10 @@ def main(argv=None):
     uci.add_arguments(commands.add_parser("figure2", help="weight diffusion, Figure 2"),
                       figure=True)
     speed.add_arguments(commands.add_parser("speed", help="training engine speed"))
+    memory.add_arguments(commands.add_parser("memory", help="peak memory of predict"))
     args = parser.parse_args(argv)
     runners = {"uci": uci.run, "mnist": mnist.run, "figure2": uci.run_figure,
-               "speed": speed.run}
+               "speed": speed.run, "memory": memory.run}
     return runners[args.command](args)
 
 

@@ -115,15 +115,18 @@ def mnist_step_seconds(batch_size, repeats):
     return best
 
 
-_MEMORY_SCRIPT = """
-import torch, sys
-from skhypernet import _engine
-from skhypernet.benchmarks.speed import mnist_model
-if {threads}: torch.set_num_threads({threads})
+_STATUS_HELPER = """
 def status(key):
     for line in open("/proc/self/status"):
         if line.startswith(key):
             return int(line.split()[1]) * 1024
+"""
+
+_MNIST_STEP_SCRIPT = """
+import torch
+from skhypernet import _engine
+from skhypernet.benchmarks.speed import mnist_model
+if {threads}: torch.set_num_threads({threads})
 model, optimizer, data = mnist_model({batch_size})
 generator = torch.Generator().manual_seed(1)
 with torch.no_grad():
@@ -135,21 +138,33 @@ print(status("VmHWM") - before)
 """
 
 
-def mnist_step_peak_bytes(batch_size, threads):
-    """Peak memory one MNIST training step adds to the process (Linux only).
+def measure_in_fresh_process(script):
+    """Run a memory measurement; return the numbers its last line prints.
 
-    Measured in a fresh process whose allocator returns large blocks to the
-    system at once, so that the resident-set high-water mark follows the live
-    tensors.  Parameters, gradients and Adam's moments exist before the step
-    and do not count.  None where ``/proc`` is unavailable.
+    ``script`` resets the resident-set high-water mark, reads the resident
+    set (``status("VmRSS")``) before the measured part and prints the peak
+    increase, ``status("VmHWM") - before``, last.  It runs in a fresh process
+    whose allocator returns large blocks to the system at once, so that the
+    high-water mark follows the live arrays.  None where ``/proc`` is
+    unavailable (Linux only).
     """
     if not os.path.exists("/proc/self/clear_refs"):
         return None
-    script = _MEMORY_SCRIPT.format(batch_size=batch_size, threads=threads or 0)
     environment = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True,
-                            text=True, env=environment, check=True)
-    return int(result.stdout.split()[-1])
+    result = subprocess.run([sys.executable, "-c", _STATUS_HELPER + script],
+                            capture_output=True, text=True, env=environment, check=True)
+    return [float(value) for value in result.stdout.split("\n")[-2].split()]
+
+
+def mnist_step_peak_bytes(batch_size, threads):
+    """Peak memory one MNIST training step adds to the process.
+
+    Parameters, gradients and Adam's moments exist before the step and do
+    not count.
+    """
+    figures = measure_in_fresh_process(
+        _MNIST_STEP_SCRIPT.format(batch_size=batch_size, threads=threads or 0))
+    return None if figures is None else int(figures[-1])
 
 
 def predict_seconds(repeats, n_rows=10000, n_samples=100):
