@@ -34,7 +34,7 @@ def load_csv(path, target):
     try:
         data = np.array(body, dtype=np.float64)
     except ValueError as error:
-        raise ValueError(f"{path} must contain only numbers below its header: {error}")
+        raise ValueError(f"{path} must contain only numbers below its header: {error}") from None
     column = header.index(target)
     features = [name for index, name in enumerate(header) if index != column]
     return np.delete(data, column, axis=1), data[:, column], features
@@ -55,7 +55,9 @@ def estimators(max_iter, random_state):
         # MLP the same advantage.
         "MLPRegressor": scaled(
             TransformedTargetRegressor(
-                MLPRegressor(hidden_layer_sizes=(50,), max_iter=max_iter, random_state=random_state),
+                MLPRegressor(
+                    hidden_layer_sizes=(50,), max_iter=max_iter, random_state=random_state
+                ),
                 transformer=StandardScaler(),
             )
         ),
@@ -105,7 +107,7 @@ def main(argv=None):
         try:
             X, y, _ = load_csv(args.csv, args.target)
         except (OSError, ValueError) as error:
-            parser.error(str(error))
+            parser.error(str(error))  # exits
         source = f"{args.csv} (target {args.target!r})"
     else:
         X, y = load_diabetes(return_X_y=True)

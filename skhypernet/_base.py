@@ -142,9 +142,7 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
         sizes = self.hidden_layer_sizes
         sizes = list(sizes) if hasattr(sizes, "__iter__") else [sizes]
         if any(int(size) != size or size < 1 for size in sizes):
-            raise ValueError(
-                f"hidden_layer_sizes must contain positive integers, got {sizes}."
-            )
+            raise ValueError(f"hidden_layer_sizes must contain positive integers, got {sizes}.")
         return [int(size) for size in sizes]
 
     def _initialise(self, n_features, n_outputs, device):
@@ -186,7 +184,10 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
         if self.early_stopping:
             stratify = targets if targets.ndim == 1 else None
             X, X_val, targets, _, sample_weight, weight_val, y, y_val = train_test_split(
-                X, targets, sample_weight, y,
+                X,
+                targets,
+                sample_weight,
+                y,
                 test_size=self.validation_fraction,
                 random_state=self._random_state,
                 stratify=stratify,
@@ -209,8 +210,9 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
         data = _engine.TrainingData(
             X=_to_tensor(X, torch.float32, device),
             targets=self._targets_tensor(targets, device),
-            weights=_to_tensor(sample_weight * (len(sample_weight) / sample_weight.sum()),
-                               torch.float32, device),
+            weights=_to_tensor(
+                sample_weight * (len(sample_weight) / sample_weight.sum()), torch.float32, device
+            ),
             loss=self._loss_code(),
         )
         optimizer = _engine.FlatOptimizer(
@@ -405,9 +407,11 @@ class HyperNetworkFamily(BaseStochasticNetwork):
         seed = int(check_random_state(random_state).randint(_SEED_HIGH))
         torch_generator = torch.Generator(device=self.network_.device).manual_seed(seed)
         with torch.no_grad():
-            weight_noise = torch.randn((n_samples, generator_.noise_dim),
-                                       generator=torch_generator,
-                                       device=self.network_.device)
+            weight_noise = torch.randn(
+                (n_samples, generator_.noise_dim),
+                generator=torch_generator,
+                device=self.network_.device,
+            )
             codes = generator_.codes(weight_noise, weight_noise.new_empty(0))
             layers = [layer.double().cpu().numpy() for layer in generator_.materialise(codes)]
         return [layer[:, :-1, :] for layer in layers], [layer[:, -1, :] for layer in layers]

@@ -155,8 +155,7 @@ BLOCKS = {
     "hypernet_attributes": HYPERNET_ATTRIBUTES,
     "hypernet_parameters": _PARAMETERS_HEADER
     + "\n".join([MAIN_PARAMETERS, HYPERNET_PARAMETERS, TRAINING_PARAMETERS]),
-    "baseline_parameters": _PARAMETERS_HEADER
-    + "\n".join([MAIN_PARAMETERS, TRAINING_PARAMETERS]),
+    "baseline_parameters": _PARAMETERS_HEADER + "\n".join([MAIN_PARAMETERS, TRAINING_PARAMETERS]),
     "loss_parameter": LOSS_PARAMETER,
     "regressor_attributes": _ATTRIBUTES_HEADER + COMMON_ATTRIBUTES + REGRESSOR_ATTRIBUTES,
     "classifier_attributes": _ATTRIBUTES_HEADER

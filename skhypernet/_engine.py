@@ -43,8 +43,11 @@ SINGLE_THREAD_FLOPS = 10e6
 
 #: Losses, as passed to the scripted functions.
 SQUARED_ERROR, CROSS_ENTROPY, GAUSSIAN_NLL = 0, 1, 2
-LOSSES = {"squared_error": SQUARED_ERROR, "cross_entropy": CROSS_ENTROPY,
-          "gaussian_nll": GAUSSIAN_NLL}
+LOSSES = {
+    "squared_error": SQUARED_ERROR,
+    "cross_entropy": CROSS_ENTROPY,
+    "gaussian_nll": GAUSSIAN_NLL,
+}
 #: The log-variance outputs of the Gaussian likelihood are clipped to this range.
 LOG_VARIANCE_BOUND = 15.0
 
@@ -85,9 +88,19 @@ def adam_step(
     """
     step += 1
     torch._fused_adam_(
-        [flat], [flat_grad], [exp_avg], [exp_avg_sq], [], [step],
-        lr=lr, beta1=0.9, beta2=0.999, weight_decay=0.0, eps=1e-8,
-        amsgrad=False, maximize=False,
+        [flat],
+        [flat_grad],
+        [exp_avg],
+        [exp_avg_sq],
+        [],
+        [step],
+        lr=lr,
+        beta1=0.9,
+        beta2=0.999,
+        weight_decay=0.0,
+        eps=1e-8,
+        amsgrad=False,
+        maximize=False,
     )
 
 
@@ -511,11 +524,25 @@ def run_epoch(model, optimizer, data, batch_size, shuffle, generator):
         rows = order[start : start + chunk]
         noise = model.draw_noise(rows.shape[0], data.X.shape[1], generator)
         total += train(
-            data.X, data.targets, data.weights, rows, batch_size, data.loss,
-            noise.input_noise, noise.weight_noise,
-            model.weight_generator.dropout_mask_matrix(noise.dropout_uniform), hidden_sizes, optimizer.params, optimizer.grads, optimizer.n_hidden,
-            optimizer.flat, optimizer.flat_grad, optimizer.exp_avg, optimizer.exp_avg_sq,
-            optimizer.step, optimizer.learning_rate,
+            data.X,
+            data.targets,
+            data.weights,
+            rows,
+            batch_size,
+            data.loss,
+            noise.input_noise,
+            noise.weight_noise,
+            model.weight_generator.dropout_mask_matrix(noise.dropout_uniform),
+            hidden_sizes,
+            optimizer.params,
+            optimizer.grads,
+            optimizer.n_hidden,
+            optimizer.flat,
+            optimizer.flat_grad,
+            optimizer.exp_avg,
+            optimizer.exp_avg_sq,
+            optimizer.step,
+            optimizer.learning_rate,
         )
     return float(total) / n_samples
 
@@ -591,7 +618,8 @@ def train(
                 history.record(loss, score, tol, model)
                 if history.diffusion_noise is not None:
                     history.weight_diffusion.append(
-                        model.weight_generator.diffusion(history.diffusion_noise))
+                        model.weight_generator.diffusion(history.diffusion_noise)
+                    )
                 if verbose:
                     message = f"Epoch {history.n_iter}, loss = {loss:.8f}"
                     if score is not None:

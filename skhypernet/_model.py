@@ -131,7 +131,6 @@ class WeightGenerator(nn.Module):
             layers = [layer[None] for layer in layers]
         return torch.cat([layer.flatten(1) for layer in layers], dim=1)
 
-
     def diffusion(self, weight_noise):
         """Spread of the generated weights (Figure 2 of the paper).
 
@@ -279,9 +278,7 @@ class StochasticMLP(nn.Module):
         super().__init__()
         self.weight_generator = weight_generator
         if input_noise > 0:
-            self.input_noise_raw = nn.Parameter(
-                torch.tensor(inverse_softplus(input_noise))
-            )
+            self.input_noise_raw = nn.Parameter(torch.tensor(inverse_softplus(input_noise)))
         else:
             self.input_noise_raw = None
 
@@ -304,8 +301,10 @@ class StochasticMLP(nn.Module):
             "noise_dim": generator_.noise_dim,
             "hidden_sizes": list(generator_.hidden_sizes),
             "dropout": float(getattr(generator_, "dropout", 0.0)),
-            "parameters": {name: tensor.detach().cpu().numpy().copy()
-                           for name, tensor in self.state_dict().items()},
+            "parameters": {
+                name: tensor.detach().cpu().numpy().copy()
+                for name, tensor in self.state_dict().items()
+            },
         }
 
     @classmethod
@@ -314,14 +313,16 @@ class StochasticMLP(nn.Module):
         shapes = [tuple(shape) for shape in arrays["shapes"]]
         generator = torch.Generator()
         if arrays["hypernetwork"]:
-            weights = HyperNetwork(shapes, arrays["noise_dim"], arrays["hidden_sizes"],
-                                   arrays["dropout"], generator)
+            weights = HyperNetwork(
+                shapes, arrays["noise_dim"], arrays["hidden_sizes"], arrays["dropout"], generator
+            )
         else:
             weights = PointEstimate(shapes, generator)
         parameters = arrays["parameters"]
         model = cls(weights, input_noise=1.0 if "input_noise_raw" in parameters else 0.0)
-        model.load_state_dict({name: torch.from_numpy(np.array(value))
-                               for name, value in parameters.items()})
+        model.load_state_dict(
+            {name: torch.from_numpy(np.array(value)) for name, value in parameters.items()}
+        )
         return model
 
     @property
@@ -388,8 +389,10 @@ class StochasticMLP(nn.Module):
                 for layer in generator_.materialise(codes[start : start + sample_chunk])
             ]
             yield torch.cat(
-                [_forward_samples(x[row : row + row_chunk], layers)
-                 for row in range(0, x.shape[0], row_chunk)],
+                [
+                    _forward_samples(x[row : row + row_chunk], layers)
+                    for row in range(0, x.shape[0], row_chunk)
+                ],
                 dim=1,
             )
 

@@ -43,9 +43,7 @@ def _read_indices(path, what, upper):
     values = _read_numbers(path, what).ravel()
     indices = values.astype(np.int64)
     if not np.array_equal(indices, values) or indices.min() < 0 or indices.max() >= upper:
-        raise ValueError(
-            f"{path} ({what}) must hold whole numbers from 0 to {upper - 1}."
-        )
+        raise ValueError(f"{path} ({what}) must hold whole numbers from 0 to {upper - 1}.")
     return indices
 
 
@@ -117,9 +115,7 @@ def load_uci(folder, split=0):
         os.path.join(base, "index_features.txt"), "feature columns", n_columns
     )
     target = _read_indices(os.path.join(base, "index_target.txt"), "target column", n_columns)
-    train = _read_indices(
-        os.path.join(base, f"index_train_{split}.txt"), "training rows", n_rows
-    )
+    train = _read_indices(os.path.join(base, f"index_train_{split}.txt"), "training rows", n_rows)
     test = _read_indices(os.path.join(base, f"index_test_{split}.txt"), "test rows", n_rows)
     X, y = data[:, features], data[:, int(target[0])]
     return X[train], X[test], y[train], y[test]

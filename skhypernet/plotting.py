@@ -35,8 +35,9 @@ def plot_weight_diffusion(records, path):
     if not runs:
         raise ValueError("No HyperNet records with weight diffusion to plot.")
     n_columns = max(len(found) for found in runs.values())
-    figure, axes = plt.subplots(len(runs), n_columns, squeeze=False,
-                                figsize=(4 * n_columns, 2.8 * len(runs)))
+    figure, axes = plt.subplots(
+        len(runs), n_columns, squeeze=False, figsize=(4 * n_columns, 2.8 * len(runs))
+    )
     for row, (dataset, found) in enumerate(sorted(runs.items())):
         for column, record in enumerate(sorted(found, key=lambda r: r["split"])):
             axis = axes[row][column]
@@ -51,7 +52,7 @@ def plot_weight_diffusion(records, path):
                 axis.set_ylabel("std of hypernet outputs", color="tab:blue")
             rmse = np.asarray(record["rmse_tracked_epochs"])
             twin = axis.twinx()
-            twin.plot(epochs[len(epochs) - len(rmse):], rmse, color="tab:red")
+            twin.plot(epochs[len(epochs) - len(rmse) :], rmse, color="tab:red")
             if column == n_columns - 1:
                 twin.set_ylabel("test RMSE", color="tab:red")
     figure.tight_layout()

@@ -7,8 +7,8 @@ import torch
 from sklearn.base import RegressorMixin
 from sklearn.metrics import r2_score
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils._param_validation import StrOptions
+from sklearn.utils.validation import validate_data
 
 from . import _engine
 from ._base import (
@@ -101,8 +101,7 @@ class _StochasticRegressor(RegressorMixin, BaseStochasticNetwork):
             return
         X_tensor = torch.tensor(X, dtype=torch.float64)
         networks = self._predictive_mean(X_tensor)
-        residual_variance = np.average((targets - networks) ** 2, axis=0,
-                                       weights=sample_weight)
+        residual_variance = np.average((targets - networks) ** 2, axis=0, weights=sample_weight)
         self.noise_variance_ = residual_variance * self.target_scale_**2
 
     def _validation_score(self, X, y, sample_weight):

@@ -21,8 +21,7 @@ def shared_datasets():
     return SHARED_DATASETS
 
 
-def write_uci_folder(root, name="toy", n_rows=40, n_features=3, n_splits=2, seed=0,
-                     nested=True):
+def write_uci_folder(root, name="toy", n_rows=40, n_features=3, n_splits=2, seed=0, nested=True):
     """A tiny data set in the standard UCI split layout; returns its folder."""
     rng = np.random.RandomState(seed)
     X = rng.normal(size=(n_rows, n_features))
@@ -47,8 +46,7 @@ def write_uci_folder(root, name="toy", n_rows=40, n_features=3, n_splits=2, seed
 
 
 def write_idx(path, array, compress):
-    header = struct.pack(">I", 0x0800 | array.ndim) + struct.pack(
-        f">{array.ndim}I", *array.shape)
+    header = struct.pack(">I", 0x0800 | array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
     opener = gzip.open if compress else open
     with opener(path + (".gz" if compress else ""), "wb") as handle:
         handle.write(header + array.astype(np.uint8).tobytes())
@@ -74,8 +72,10 @@ def write_mnist_folder(folder, n_train=60, n_test=20, compress=True, seed=0):
 # one for local runs: HYPOTHESIS_PROFILE=long python -m pytest tests/test_properties.py
 from hypothesis import HealthCheck, settings  # noqa: E402
 
-settings.register_profile("ci", max_examples=30, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("long", max_examples=600, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile(
+    "ci", max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "long", max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from skhypernet.benchmarks._results import ResultStore, mean_and_standard_error
 from skhypernet.benchmarks.__main__ import main
+from skhypernet.benchmarks._results import ResultStore, mean_and_standard_error
 
 from .conftest import write_mnist_folder, write_uci_folder
 
@@ -23,8 +23,16 @@ def test_uci_harness_records_table_and_resume(tmp_path, capsys):
     write_uci_folder(tmp_path / "data", name="toy", n_splits=3)
     write_uci_folder(tmp_path / "data", name="other", n_rows=30, n_splits=2, seed=1)
     results = tmp_path / "out" / "uci.jsonl"
-    args = ["uci", "--data", str(tmp_path / "data"), "--splits", "2", "--results",
-            str(results), *TINY]
+    args = [
+        "uci",
+        "--data",
+        str(tmp_path / "data"),
+        "--splits",
+        "2",
+        "--results",
+        str(results),
+        *TINY,
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     records = read_records(results)
@@ -41,22 +49,61 @@ def test_uci_harness_records_table_and_resume(tmp_path, capsys):
     assert main(args + ["--resume"]) == 0
     assert "8 of 8 results already present; running 0." in capsys.readouterr().out
     assert len(read_records(results)) == 8
-    assert main(["uci", "--data", str(tmp_path / "data"), "--splits", "3", "--datasets",
-                 "toy", "--results", str(results), "--resume", *TINY]) == 0
+    assert (
+        main(
+            [
+                "uci",
+                "--data",
+                str(tmp_path / "data"),
+                "--splits",
+                "3",
+                "--datasets",
+                "toy",
+                "--results",
+                str(results),
+                "--resume",
+                *TINY,
+            ]
+        )
+        == 0
+    )
     assert "4 of 6 results already present; running 2." in capsys.readouterr().out
 
 
 def test_uci_harness_options_reach_the_model(tmp_path):
     write_uci_folder(tmp_path / "data")
     results = tmp_path / "uci.jsonl"
-    main(["uci", "--data", str(tmp_path / "data"), "--splits", "1", "--hidden", "7",
-          "--batch-rule", "16", "--seed", "5", "--methods", "SGD", "--results",
-          str(results), *TINY])
+    main(
+        [
+            "uci",
+            "--data",
+            str(tmp_path / "data"),
+            "--splits",
+            "1",
+            "--hidden",
+            "7",
+            "--batch-rule",
+            "16",
+            "--seed",
+            "5",
+            "--methods",
+            "SGD",
+            "--results",
+            str(results),
+            *TINY,
+        ]
+    )
     (record,) = read_records(results)
     assert record["method"] == "SGD"
-    assert record["settings"] == {"epochs": 3, "track_epochs": 2, "hidden": 7,
-                                  "batch_size": 16, "predict_samples": 5, "seed": 5,
-                                  "loss": "squared_error"}
+    assert record["settings"] == {
+        "epochs": 3,
+        "track_epochs": 2,
+        "hidden": 7,
+        "batch_size": 16,
+        "predict_samples": 5,
+        "seed": 5,
+        "loss": "squared_error",
+    }
 
 
 def test_result_store_drops_a_line_cut_short_by_a_crash(tmp_path):
@@ -93,9 +140,26 @@ def test_figure2_harness_writes_png(tmp_path):
     pytest.importorskip("matplotlib")
     write_uci_folder(tmp_path / "data", name="toy", n_splits=2)
     figure = tmp_path / "figure2.png"
-    assert main(["figure2", "--data", str(tmp_path / "data"), "--repetitions", "2",
-                 "--results", str(tmp_path / "fig.jsonl"), "--figure", str(figure),
-                 "--epochs", "3", "--predict-samples", "5"]) == 0
+    assert (
+        main(
+            [
+                "figure2",
+                "--data",
+                str(tmp_path / "data"),
+                "--repetitions",
+                "2",
+                "--results",
+                str(tmp_path / "fig.jsonl"),
+                "--figure",
+                str(figure),
+                "--epochs",
+                "3",
+                "--predict-samples",
+                "5",
+            ]
+        )
+        == 0
+    )
     assert figure.stat().st_size > 1000
     records = read_records(tmp_path / "fig.jsonl")
     assert len(records) == 2
@@ -105,8 +169,23 @@ def test_figure2_harness_writes_png(tmp_path):
 def test_mnist_harness(tmp_path, capsys):
     write_mnist_folder(tmp_path / "mnist")
     results = tmp_path / "mnist.jsonl"
-    assert main(["mnist", "--data", str(tmp_path / "mnist"), "--architectures", "3x150",
-                 "--results", str(results), "--batch-size", "32", *TINY]) == 0
+    assert (
+        main(
+            [
+                "mnist",
+                "--data",
+                str(tmp_path / "mnist"),
+                "--architectures",
+                "3x150",
+                "--results",
+                str(results),
+                "--batch-size",
+                "32",
+                *TINY,
+            ]
+        )
+        == 0
+    )
     records = read_records(results)
     assert {r["method"] for r in records} == {"HyperNet", "SGD"}
     assert all(0 <= r["error_percent"] <= 100 for r in records)
@@ -116,9 +195,29 @@ def test_mnist_harness(tmp_path, capsys):
 
 def test_shared_uci_data_in_the_harness(shared_datasets, tmp_path):
     results = tmp_path / "uci.jsonl"
-    assert main(["uci", "--data", os.path.join(shared_datasets, "uci"), "--datasets",
-                 "bostonHousing", "--splits", "1", "--epochs", "1", "--track-epochs", "1",
-                 "--predict-samples", "5", "--methods", "SGD", "--results",
-                 str(results)]) == 0
+    assert (
+        main(
+            [
+                "uci",
+                "--data",
+                os.path.join(shared_datasets, "uci"),
+                "--datasets",
+                "bostonHousing",
+                "--splits",
+                "1",
+                "--epochs",
+                "1",
+                "--track-epochs",
+                "1",
+                "--predict-samples",
+                "5",
+                "--methods",
+                "SGD",
+                "--results",
+                str(results),
+            ]
+        )
+        == 0
+    )
     (record,) = read_records(results)
     assert record["n_train"] + record["n_test"] == 506

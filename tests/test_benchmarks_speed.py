@@ -17,12 +17,15 @@ def test_mnist_step_flops_counts_forward_and_backward():
 
 def test_report_shows_ratios_and_targets():
     figures = {
-        "torch": "2.x", "torch_threads": 2,
+        "torch": "2.x",
+        "torch_threads": 2,
         "batch_1": {"HyperNetRegressor": 0.06, "SGDBaseline": 0.02, "MLPRegressor": 0.05},
-        "batch_512": {"HyperNetRegressor": 0.03, "SGDBaseline": 0.002,
-                      "MLPRegressor": 0.005},
-        "mnist_step_seconds": 0.16, "mnist_step_gflops": 230.0, "matmul_gflops": 400.0,
-        "mnist_step_peak_bytes": 100 * 2**20, "predict_seconds": 0.3,
+        "batch_512": {"HyperNetRegressor": 0.03, "SGDBaseline": 0.002, "MLPRegressor": 0.005},
+        "mnist_step_seconds": 0.16,
+        "mnist_step_gflops": 230.0,
+        "matmul_gflops": 400.0,
+        "mnist_step_peak_bytes": 100 * 2**20,
+        "predict_seconds": 0.3,
     }
     table = speed.report(figures)
     assert "| 1.20 | <= 1.0 |" in table

@@ -92,5 +92,15 @@ def test_load_mnist_validates_files(tmp_path):
 def test_load_mnist_shared_data(shared_datasets):
     X_train, X_test, y_train, y_test = load_mnist(os.path.join(shared_datasets, "mnist"))
     assert X_train.shape == (60000, 784) and X_test.shape == (10000, 784)
-    assert np.bincount(y_train).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918,
-                                              6265, 5851, 5949]
+    assert np.bincount(y_train).tolist() == [
+        5923,
+        6742,
+        5958,
+        6131,
+        5842,
+        5421,
+        5918,
+        6265,
+        5851,
+        5949,
+    ]

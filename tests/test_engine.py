@@ -57,8 +57,7 @@ CASES = [
 @pytest.mark.parametrize("family, input_noise, hidden, dropout", CASES)
 @pytest.mark.parametrize("loss", LOSSES)
 @pytest.mark.parametrize("n", [1, 9])
-def test_hand_written_gradients_equal_autograd(family, input_noise, hidden, dropout,
-                                               loss, n):
+def test_hand_written_gradients_equal_autograd(family, input_noise, hidden, dropout, loss, n):
     model = build(family, input_noise, hidden, dropout)
     x, y, w = batch(n, loss)
     noise = model.draw_noise(n, x.shape[1], torch.Generator().manual_seed(2))
@@ -70,8 +69,16 @@ def test_hand_written_gradients_equal_autograd(family, input_noise, hidden, drop
     masks = model.weight_generator.dropout_mask_matrix(noise.dropout_uniform)
     with torch.no_grad():
         total = _engine.batch_gradients(
-            x, y, w, loss, noise.input_noise, noise.weight_noise, masks,
-            list(model.weight_generator.hidden_sizes), optimizer.params, optimizer.grads,
+            x,
+            y,
+            w,
+            loss,
+            noise.input_noise,
+            noise.weight_noise,
+            masks,
+            list(model.weight_generator.hidden_sizes),
+            optimizer.params,
+            optimizer.grads,
             optimizer.n_hidden,
         )
     torch.testing.assert_close(total / n, mean_loss.detach())
@@ -90,8 +97,7 @@ def reference_epoch(model, optimizer, data, batch_size, generator):
         rows = slice(start, start + batch_size)
         index = order[rows]
         outputs = model(data.X[index], noise.rows(rows))
-        losses = data.weights[index] * _engine.row_loss(
-            outputs, data.targets[index], data.loss)
+        losses = data.weights[index] * _engine.row_loss(outputs, data.targets[index], data.loss)
         optimizer.zero_grad()
         losses.mean().backward()
         optimizer.step()

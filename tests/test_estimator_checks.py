@@ -1,5 +1,6 @@
 """scikit-learn's own estimator checks on all four estimators."""
 
+import pytest
 from sklearn.utils.estimator_checks import check_param_validation, parametrize_with_checks
 
 from skhypernet import (
@@ -8,7 +9,6 @@ from skhypernet import (
     SGDBaseline,
     SGDBaselineClassifier,
 )
-import pytest
 
 ESTIMATORS = [
     HyperNetRegressor(random_state=0),

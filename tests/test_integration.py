@@ -44,9 +44,11 @@ def test_cross_val_score_regressors_beside_mlp():
     scores = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        for model in [HyperNetRegressor(max_iter=60, random_state=0),
-                      SGDBaseline(max_iter=60, random_state=0),
-                      MLPRegressor(hidden_layer_sizes=(50,), max_iter=300, random_state=0)]:
+        for model in [
+            HyperNetRegressor(max_iter=60, random_state=0),
+            SGDBaseline(max_iter=60, random_state=0),
+            MLPRegressor(hidden_layer_sizes=(50,), max_iter=300, random_state=0),
+        ]:
             pipeline = make_pipeline(StandardScaler(), model)
             scores[type(model).__name__] = cross_val_score(pipeline, X, y, cv=3).mean()
     assert scores["HyperNetRegressor"] > 0.35
@@ -60,9 +62,11 @@ def test_cross_val_score_classifiers_beside_mlp(loader):
     scores = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        for model in [HyperNetClassifier(random_state=0),
-                      SGDBaselineClassifier(random_state=0),
-                      MLPClassifier(max_iter=300, random_state=0)]:
+        for model in [
+            HyperNetClassifier(random_state=0),
+            SGDBaselineClassifier(random_state=0),
+            MLPClassifier(max_iter=300, random_state=0),
+        ]:
             pipeline = make_pipeline(StandardScaler(), model)
             scores[type(model).__name__] = cross_val_score(pipeline, X, y, cv=3).mean()
     assert scores["HyperNetClassifier"] > 0.9

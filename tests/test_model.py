@@ -21,7 +21,10 @@ from skhypernet._model import (
 def make_hypernet(shapes=((13, 50), (50, 1)), dropout=0.5, hidden=(100, 50), seed=0):
     generator = torch.Generator().manual_seed(seed)
     return HyperNetwork(
-        list(shapes), noise_dim=10, hidden_layer_sizes=list(hidden), dropout=dropout,
+        list(shapes),
+        noise_dim=10,
+        hidden_layer_sizes=list(hidden),
+        dropout=dropout,
         generator=generator,
     )
 
@@ -114,10 +117,12 @@ def test_predictive_mean_averages_the_outputs_of_s_weight_samples():
     mean = model.predictive_mean(x, n_samples=25, seed=7)
     eps = torch.randn((25, 10), generator=torch.Generator().manual_seed(7))
     codes = hypernet.codes(eps, torch.empty(0))
-    manual = torch.stack([
-        forward_materialised(x, [layer[s].double() for layer in hypernet.materialise(codes)])
-        for s in range(25)
-    ]).mean(0)
+    manual = torch.stack(
+        [
+            forward_materialised(x, [layer[s].double() for layer in hypernet.materialise(codes)])
+            for s in range(25)
+        ]
+    ).mean(0)
     torch.testing.assert_close(mean, manual)
     assert mean.dtype == torch.float64
 

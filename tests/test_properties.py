@@ -26,8 +26,18 @@ SMALL = dict(hidden_layer_sizes=(5,), max_iter=2, random_state=0)
 HYPER = dict(hyper_hidden_layer_sizes=(8,), noise_dim=3, n_predict_samples=3)
 REGRESSORS = [HyperNetRegressor(**SMALL, **HYPER), SGDBaseline(**SMALL)]
 CLASSIFIERS = [HyperNetClassifier(**SMALL, **HYPER), SGDBaselineClassifier(**SMALL)]
-EXPECTED_MESSAGES = ("NaN", "infinity", "class", "sample", "feature", "dtype", "convert",
-                     "string", "Complex", "numeric")
+EXPECTED_MESSAGES = (
+    "NaN",
+    "infinity",
+    "class",
+    "sample",
+    "feature",
+    "dtype",
+    "convert",
+    "string",
+    "Complex",
+    "numeric",
+)
 
 
 @st.composite
@@ -51,7 +61,8 @@ def inputs(draw):
     if draw(st.integers(0, 4)) == 0:  # sometimes a NaN or inf somewhere
         X = X.astype(np.float64)
         X[draw(st.integers(0, n - 1)), draw(st.integers(0, d - 1))] = draw(
-            st.sampled_from([np.nan, np.inf, -np.inf]))
+            st.sampled_from([np.nan, np.inf, -np.inf])
+        )
     return X, rng
 
 
@@ -71,10 +82,13 @@ def check_outcome(fit_and_predict):
 
 
 @pytest.mark.parametrize("estimator", REGRESSORS, ids=lambda e: type(e).__name__)
-@given(data=inputs(), n_targets=st.integers(1, 3), constant_target=st.booleans(),
-       target_scale=st.integers(-8, 8))
-def test_regressors_work_or_explain(estimator, data, n_targets, constant_target,
-                                    target_scale):
+@given(
+    data=inputs(),
+    n_targets=st.integers(1, 3),
+    constant_target=st.booleans(),
+    target_scale=st.integers(-8, 8),
+)
+def test_regressors_work_or_explain(estimator, data, n_targets, constant_target, target_scale):
     X, rng = data
     y = 10.0**target_scale * rng.normal(size=(len(X), n_targets))
     if constant_target:
@@ -94,8 +108,12 @@ def test_regressors_work_or_explain(estimator, data, n_targets, constant_target,
 
 
 @pytest.mark.parametrize("estimator", CLASSIFIERS, ids=lambda e: type(e).__name__)
-@given(data=inputs(), n_classes=st.integers(1, 4), strings=st.booleans(),
-       imbalance=st.floats(0.0, 0.95))
+@given(
+    data=inputs(),
+    n_classes=st.integers(1, 4),
+    strings=st.booleans(),
+    imbalance=st.floats(0.0, 0.95),
+)
 def test_classifiers_work_or_explain(estimator, data, n_classes, strings, imbalance):
     X, rng = data
     y = rng.randint(0, n_classes, size=len(X))

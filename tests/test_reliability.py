@@ -76,8 +76,9 @@ print(model.n_iter_, len(model.loss_curve_), bool(np.isfinite(model.predict(X)).
 
 
 def test_ctrl_c_keeps_a_usable_model_at_the_last_finished_epoch():
-    result = subprocess.run([sys.executable, "-c", _INTERRUPT_SCRIPT], capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", _INTERRUPT_SCRIPT], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     messages, summary = result.stdout.strip().splitlines()[-2:]
     assert "interrupted by user" in messages
@@ -102,16 +103,34 @@ def test_joblib_and_pickle_round_trips(cls, tmp_path):
     X, y = data_for(cls)
     model = cls(max_iter=10, random_state=0).fit(X, y)
     joblib.dump(model, tmp_path / "model.joblib")
-    np.testing.assert_array_equal(predictions(joblib.load(tmp_path / "model.joblib"), X),
-                                  predictions(model, X))
-    np.testing.assert_array_equal(predictions(pickle.loads(pickle.dumps(model)), X),
-                                  predictions(model, X))
+    np.testing.assert_array_equal(
+        predictions(joblib.load(tmp_path / "model.joblib"), X), predictions(model, X)
+    )
+    np.testing.assert_array_equal(
+        predictions(pickle.loads(pickle.dumps(model)), X), predictions(model, X)
+    )
 
 
 def _harness_command(data, results):
-    return [sys.executable, "-m", "skhypernet.benchmarks", "uci", "--data", str(data),
-            "--splits", "3", "--epochs", "4", "--track-epochs", "2", "--predict-samples",
-            "5", "--results", str(results), "--resume"]
+    return [
+        sys.executable,
+        "-m",
+        "skhypernet.benchmarks",
+        "uci",
+        "--data",
+        str(data),
+        "--splits",
+        "3",
+        "--epochs",
+        "4",
+        "--track-epochs",
+        "2",
+        "--predict-samples",
+        "5",
+        "--results",
+        str(results),
+        "--resume",
+    ]
 
 
 def _comparable(path):
@@ -125,18 +144,29 @@ def _comparable(path):
 def test_killed_benchmark_run_resumes_to_the_same_results(tmp_path):
     write_uci_folder(tmp_path / "data", name="toy", n_rows=60, n_splits=3)
     reference = tmp_path / "reference.jsonl"
-    subprocess.run(_harness_command(tmp_path / "data", reference), check=True,
-                   capture_output=True, timeout=300)
+    subprocess.run(
+        _harness_command(tmp_path / "data", reference),
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     interrupted = tmp_path / "interrupted.jsonl"
     rng = random.Random(0)
     for _ in range(3):  # kill at random moments, then resume
-        process = subprocess.Popen(_harness_command(tmp_path / "data", interrupted),
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            _harness_command(tmp_path / "data", interrupted),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(rng.uniform(1.5, 4.0))
         process.send_signal(signal.SIGKILL)
         process.wait()
-    subprocess.run(_harness_command(tmp_path / "data", interrupted), check=True,
-                   capture_output=True, timeout=300)
+    subprocess.run(
+        _harness_command(tmp_path / "data", interrupted),
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     assert _comparable(interrupted) == _comparable(reference)
     assert len(_comparable(reference)) == 6
     assert not os.path.exists(str(interrupted) + ".tmp")
@@ -152,8 +182,7 @@ def test_skops_round_trip_with_the_project_types_trusted(cls, tmp_path):
         y = np.array(["no", "yes"])[y]
     model = cls(max_iter=10, warm_start=True, random_state=0).fit(X, y)
     sio.dump(model, tmp_path / "model.skops")
-    assert set(sio.get_untrusted_types(file=tmp_path / "model.skops")) <= set(
-        SKOPS_TRUSTED_TYPES)
+    assert set(sio.get_untrusted_types(file=tmp_path / "model.skops")) <= set(SKOPS_TRUSTED_TYPES)
     loaded = sio.load(tmp_path / "model.skops", trusted=SKOPS_TRUSTED_TYPES)
     np.testing.assert_array_equal(predictions(loaded, X), predictions(model, X))
     loaded.fit(X, y)  # training continues from the loaded state

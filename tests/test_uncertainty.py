@@ -26,8 +26,9 @@ def noisy_sine(n, noise, seed):
 @pytest.mark.parametrize("loss", ["squared_error", "gaussian_nll"])
 @pytest.mark.parametrize("n_targets", [1, 2])
 def test_shapes_repeatability_and_positive_std(cls, loss, n_targets):
-    X, y = make_regression(n_samples=80, n_features=4, n_targets=n_targets, noise=5.0,
-                           random_state=0)
+    X, y = make_regression(
+        n_samples=80, n_features=4, n_targets=n_targets, noise=5.0, random_state=0
+    )
     model = cls(loss=loss, **FAST).fit(X, y)
     mean, std = model.predict(X[:7], return_std=True)
     shape = (7,) if n_targets == 1 else (7, n_targets)
@@ -79,8 +80,9 @@ def test_gaussian_nll_learns_noise_that_depends_on_x():
     X = rng.uniform(-3, 3, size=(800, 1))
     noise = np.where(X[:, 0] > 0, 1.0, 0.1)
     y = np.sin(X[:, 0]) + noise * rng.normal(size=800)
-    model = SGDBaseline(loss="gaussian_nll", max_iter=150, n_iter_no_change=50,
-                        random_state=0).fit(X, y)
+    model = SGDBaseline(
+        loss="gaussian_nll", max_iter=150, n_iter_no_change=50, random_state=0
+    ).fit(X, y)
     _, std = model.predict(np.array([[-2.0], [2.0]]), return_std=True)
     assert std[1] > 3 * std[0]
 
@@ -106,8 +108,11 @@ def test_sample_weights_layout_and_values():
     # The sampled networks are the ones the model evaluates.
     hidden = X[:5]
     for index, (coef, intercept) in enumerate(zip(coefs, intercepts)):
-        hidden = np.einsum("ni,sio->sno", hidden, coef) if index == 0 else \
-            np.einsum("sni,sio->sno", hidden, coef)
+        hidden = (
+            np.einsum("ni,sio->sno", hidden, coef)
+            if index == 0
+            else np.einsum("sni,sio->sno", hidden, coef)
+        )
         hidden = hidden + intercept[:, None, :]
         if index < 2:
             hidden = np.maximum(hidden, 0)

@@ -19,12 +19,20 @@ y = np.sin(X[:, 0]) + 0.1 * X[:, 0] ** 2 + 0.15 * rng.normal(size=len(X))
 grid = np.linspace(-5, 5, 400)[:, None]
 
 figure, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
-for axis, model in zip(axes, [HyperNetRegressor(max_iter=400, random_state=0),
-                              SGDBaseline(max_iter=400, random_state=0)]):
+for axis, model in zip(
+    axes,
+    [HyperNetRegressor(max_iter=400, random_state=0), SGDBaseline(max_iter=400, random_state=0)],
+):
     model.fit(X, y)
     mean, std = model.predict(grid, return_std=True)
-    axis.fill_between(grid[:, 0], mean - 2 * std, mean + 2 * std, color="tab:blue",
-                      alpha=0.25, label="mean ± 2 std")
+    axis.fill_between(
+        grid[:, 0],
+        mean - 2 * std,
+        mean + 2 * std,
+        color="tab:blue",
+        alpha=0.25,
+        label="mean ± 2 std",
+    )
     axis.plot(grid[:, 0], mean, color="tab:blue", label="predictive mean")
     axis.scatter(X[:, 0], y, s=6, color="k", label="training data")
     axis.axvspan(-1, 1, color="0.92", zorder=0)

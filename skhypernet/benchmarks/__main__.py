@@ -2,7 +2,8 @@
 
 Commands: ``uci`` (Table 1), ``mnist`` (Table 2), ``figure2`` (weight
 diffusion, Figure 2), ``speed`` (the training engine against scikit-learn's
-MLP) and ``memory`` (peak memory of predict on many rows).  ``COMMAND --help`` lists each one's options.
+MLP) and ``memory`` (peak memory of predict on many rows).
+``COMMAND --help`` lists each one's options.
 """
 
 import argparse
@@ -12,18 +13,25 @@ from . import memory, mnist, speed, uci
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m skhypernet.benchmarks",
-                                     description=__doc__.split("\n\n")[1])
+    parser = argparse.ArgumentParser(
+        prog="python -m skhypernet.benchmarks", description=__doc__.split("\n\n")[1]
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     uci.add_arguments(commands.add_parser("uci", help="UCI regression, Table 1"))
     mnist.add_arguments(commands.add_parser("mnist", help="MNIST, Table 2"))
-    uci.add_arguments(commands.add_parser("figure2", help="weight diffusion, Figure 2"),
-                      figure=True)
+    uci.add_arguments(
+        commands.add_parser("figure2", help="weight diffusion, Figure 2"), figure=True
+    )
     speed.add_arguments(commands.add_parser("speed", help="training engine speed"))
     memory.add_arguments(commands.add_parser("memory", help="peak memory of predict"))
     args = parser.parse_args(argv)
-    runners = {"uci": uci.run, "mnist": mnist.run, "figure2": uci.run_figure,
-               "speed": speed.run, "memory": memory.run}
+    runners = {
+        "uci": uci.run,
+        "mnist": mnist.run,
+        "figure2": uci.run_figure,
+        "speed": speed.run,
+        "memory": memory.run,
+    }
     return runners[args.command](args)
 
 

@@ -94,5 +94,7 @@ class Progress:
         self.done += 1
         elapsed = self.clock() - self.start
         remaining = elapsed / self.done * (self.total - self.done)
-        return (f"[{self.done}/{self.total}] {text}  "
-                f"(elapsed {elapsed:.0f}s, about {remaining:.0f}s left)")
+        return (
+            f"[{self.done}/{self.total}] {text}  "
+            f"(elapsed {elapsed:.0f}s, about {remaining:.0f}s left)"
+        )

@@ -34,15 +34,15 @@ def add_arguments(parser):
 def run(args):
     rows, samples = args.rows, args.samples
     print(f"predict on {rows:,} rows x 13 features, S = {samples} weight samples")
-    print("X itself: {:.0f} MB (float64); the result: {:.0f} MB".format(
-        rows * 13 * 8 / 2**20, rows * 8 / 2**20))
+    x_megabytes, result_megabytes = rows * 13 * 8 / 2**20, rows * 8 / 2**20
+    print(f"X itself: {x_megabytes:.0f} MB (float64); the result: {result_megabytes:.0f} MB")
     for return_std in (False, True):
         figures = measure_in_fresh_process(
-            _PREDICT_SCRIPT.format(rows=rows, samples=samples, return_std=return_std))
+            _PREDICT_SCRIPT.format(rows=rows, samples=samples, return_std=return_std)
+        )
         if figures is None:
             print("peak memory: n/a (needs Linux's /proc)")
             return 0
         seconds, peak = figures
-        print(f"return_std={return_std}: {seconds:.1f} s, peak extra memory "
-              f"{peak / 2**20:.0f} MB")
+        print(f"return_std={return_std}: {seconds:.1f} s, peak extra memory {peak / 2**20:.0f} MB")
     return 0

@@ -30,16 +30,26 @@ def architectures():
 
 def add_arguments(parser):
     parser.add_argument("--data", required=True, help="folder with the four MNIST IDX files")
-    parser.add_argument("--architectures", nargs="+", default=list(architectures()),
-                        choices=list(architectures()))
+    parser.add_argument(
+        "--architectures", nargs="+", default=list(architectures()), choices=list(architectures())
+    )
     parser.add_argument("--epochs", type=int, default=2000, help="epochs (paper: 2000)")
-    parser.add_argument("--track-epochs", type=int, default=20,
-                        help="test error is averaged over this many last epochs (paper: 20)")
+    parser.add_argument(
+        "--track-epochs",
+        type=int,
+        default=20,
+        help="test error is averaged over this many last epochs (paper: 20)",
+    )
     parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--predict-samples", type=int, default=10,
-                        help="weight samples S averaged at prediction")
-    parser.add_argument("--train-rows", type=int, default=None,
-                        help="use only the first N training images (default: all 60,000)")
+    parser.add_argument(
+        "--predict-samples", type=int, default=10, help="weight samples S averaged at prediction"
+    )
+    parser.add_argument(
+        "--train-rows",
+        type=int,
+        default=None,
+        help="use only the first N training images (default: all 60,000)",
+    )
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--results", required=True, help="JSON-lines results file")
@@ -51,18 +61,29 @@ def _sizes(text):
 
 
 def summary_table(records):
-    reference = {row["architecture"]: row
-                 for row in read_reference("paper_table2_mnist_error.csv")}
-    header = ["Arch.", "Bayes B. SM", "VMG", "SGD (paper)", "HyperNet (paper)",
-              "SGD (ours)", "HyperNet (ours)", "epochs"]
+    reference = {
+        row["architecture"]: row for row in read_reference("paper_table2_mnist_error.csv")
+    }
+    header = [
+        "Arch.",
+        "Bayes B. SM",
+        "VMG",
+        "SGD (paper)",
+        "HyperNet (paper)",
+        "SGD (ours)",
+        "HyperNet (ours)",
+        "epochs",
+    ]
     rows = []
     for name in sorted({r["architecture"] for r in records}):
         published = reference[name]
         found = {r["method"]: r for r in records if r["architecture"] == name}
-        cells = [name] + [published[c] or "–" for c in
-                          ("BayesByBackpropSM", "VMG", "SGD", "HyperNet")]
-        cells += [f"{found[m]['error_percent']:.2f}" if m in found else "–"
-                  for m in ("SGD", "HyperNet")]
+        cells = [name] + [
+            published[c] or "–" for c in ("BayesByBackpropSM", "VMG", "SGD", "HyperNet")
+        ]
+        cells += [
+            f"{found[m]['error_percent']:.2f}" if m in found else "–" for m in ("SGD", "HyperNet")
+        ]
         cells.append(str(next(iter(found.values()))["settings"]["epochs"]))
         rows.append(cells)
     return markdown_table(header, rows)
@@ -81,30 +102,54 @@ def run(args, out=None):
     progress = Progress(len(tasks), time.perf_counter)
     for name, method in tasks:
         row = architectures()[name]
-        settings = {"epochs": args.epochs, "track_epochs": args.track_epochs,
-                    "batch_size": args.batch_size, "predict_samples": args.predict_samples,
-                    "train_rows": len(y_train), "seed": args.seed,
-                    "hidden": row["hidden_layer_sizes"],
-                    "hyper_hidden": row["hyper_hidden_layer_sizes"]}
+        settings = {
+            "epochs": args.epochs,
+            "track_epochs": args.track_epochs,
+            "batch_size": args.batch_size,
+            "predict_samples": args.predict_samples,
+            "train_rows": len(y_train),
+            "seed": args.seed,
+            "hidden": row["hidden_layer_sizes"],
+            "hyper_hidden": row["hyper_hidden_layer_sizes"],
+        }
         key = {"architecture": name, "method": method, "settings": settings}
         if store.has(key):
             continue
-        extra = ({"hyper_hidden_layer_sizes": _sizes(row["hyper_hidden_layer_sizes"]),
-                  "n_predict_samples": args.predict_samples} if method == "HyperNet" else {})
-        model = METHODS[method](hidden_layer_sizes=_sizes(row["hidden_layer_sizes"]),
-                                batch_size=args.batch_size, n_iter_no_change=np.inf,
-                                random_state=args.seed, **extra)
+        extra = (
+            {
+                "hyper_hidden_layer_sizes": _sizes(row["hyper_hidden_layer_sizes"]),
+                "n_predict_samples": args.predict_samples,
+            }
+            if method == "HyperNet"
+            else {}
+        )
+        model = METHODS[method](
+            hidden_layer_sizes=_sizes(row["hidden_layer_sizes"]),
+            batch_size=args.batch_size,
+            n_iter_no_change=np.inf,
+            random_state=args.seed,
+            **extra,
+        )
         start = time.perf_counter()
 
         def test_error(fitted):
             return float(100.0 * np.mean(fitted.predict(X_test) != y_test))
 
-        curve = train_tracking(model, X_train, y_train, args.epochs, args.track_epochs,
-                               test_error)
-        store.append({**key, "dataset": "mnist", "error_percent": float(np.mean(curve)),
-                      "error_tracked_epochs": curve, "torch_threads": torch.get_num_threads(),
-                      "fit_seconds": time.perf_counter() - start})
-        print(progress.line(f"MNIST {name} {method}: test error {np.mean(curve):.2f} %"),
-              file=out, flush=True)
+        curve = train_tracking(model, X_train, y_train, args.epochs, args.track_epochs, test_error)
+        store.append(
+            {
+                **key,
+                "dataset": "mnist",
+                "error_percent": float(np.mean(curve)),
+                "error_tracked_epochs": curve,
+                "torch_threads": torch.get_num_threads(),
+                "fit_seconds": time.perf_counter() - start,
+            }
+        )
+        print(
+            progress.line(f"MNIST {name} {method}: test error {np.mean(curve):.2f} %"),
+            file=out,
+            flush=True,
+        )
     print("\n" + summary_table([r for r in store.records if "architecture" in r]), file=out)
     return 0

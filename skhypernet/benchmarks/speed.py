@@ -22,8 +22,7 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPRegressor
 
-from .. import HyperNetRegressor, SGDBaseline
-from .. import _engine
+from .. import HyperNetRegressor, SGDBaseline, _engine
 from .._model import HyperNetwork, StochasticMLP, layer_shapes
 
 MNIST_SHAPES = layer_shapes(784, [400, 400], 10)
@@ -31,10 +30,12 @@ MNIST_HYPER_HIDDEN = [100, 50]
 
 
 def add_arguments(parser):
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads (default: torch's own default)")
-    parser.add_argument("--repeats", type=int, default=3,
-                        help="timings per measurement; the fastest counts")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's own default)"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="timings per measurement; the fastest counts"
+    )
     parser.add_argument("--json", help="also write the figures to this JSON file")
 
 
@@ -62,12 +63,18 @@ def compare_epochs(n_samples, n_features, batch_size, repeats):
     y = X @ rng.normal(size=n_features) + rng.normal(size=n_samples)
 
     def ours(cls):
-        return lambda n_epochs: cls(batch_size=batch_size, max_iter=n_epochs,
-                                    n_iter_no_change=np.inf, random_state=0)
+        return lambda n_epochs: cls(
+            batch_size=batch_size, max_iter=n_epochs, n_iter_no_change=np.inf, random_state=0
+        )
 
     def mlp(n_epochs):
-        return MLPRegressor(hidden_layer_sizes=(50,), batch_size=batch_size,
-                            max_iter=n_epochs, n_iter_no_change=np.inf, random_state=0)
+        return MLPRegressor(
+            hidden_layer_sizes=(50,),
+            batch_size=batch_size,
+            max_iter=n_epochs,
+            n_iter_no_change=np.inf,
+            random_state=0,
+        )
 
     return {
         "HyperNetRegressor": epoch_seconds(ours(HyperNetRegressor), X, y, repeats),
@@ -151,8 +158,13 @@ def measure_in_fresh_process(script):
     if not os.path.exists("/proc/self/clear_refs"):
         return None
     environment = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
-    result = subprocess.run([sys.executable, "-c", _STATUS_HELPER + script],
-                            capture_output=True, text=True, env=environment, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", _STATUS_HELPER + script],
+        capture_output=True,
+        text=True,
+        env=environment,
+        check=True,
+    )
     return [float(value) for value in result.stdout.split("\n")[-2].split()]
 
 
@@ -163,7 +175,8 @@ def mnist_step_peak_bytes(batch_size, threads):
     not count.
     """
     figures = measure_in_fresh_process(
-        _MNIST_STEP_SCRIPT.format(batch_size=batch_size, threads=threads or 0))
+        _MNIST_STEP_SCRIPT.format(batch_size=batch_size, threads=threads or 0)
+    )
     return None if figures is None else int(figures[-1])
 
 
@@ -207,26 +220,44 @@ def report(figures):
     mlp1 = one["MLPRegressor"]
     peak = figures["mnist_step_peak_bytes"]
     rows = [
-        ("epoch, batch 1, 455 x 13: HyperNetRegressor / MLPRegressor",
-         f"{one['HyperNetRegressor'] * 1e3:.1f} ms / {mlp1 * 1e3:.1f} ms",
-         one["HyperNetRegressor"] / mlp1, "<= 1.0"),
-        ("epoch, batch 1, 455 x 13: SGDBaseline / MLPRegressor",
-         f"{one['SGDBaseline'] * 1e3:.1f} ms / {mlp1 * 1e3:.1f} ms",
-         one["SGDBaseline"] / mlp1, "<= 0.7"),
-        ("epoch, batch 512, 8192 x 8: HyperNetRegressor / SGDBaseline",
-         f"{big['HyperNetRegressor'] * 1e3:.1f} ms / {big['SGDBaseline'] * 1e3:.1f} ms",
-         big["HyperNetRegressor"] / big["SGDBaseline"], "<= 3.0"),
-        ("epoch, batch 512, 8192 x 8: HyperNetRegressor / MLPRegressor",
-         f"{big['HyperNetRegressor'] * 1e3:.1f} ms / {big['MLPRegressor'] * 1e3:.1f} ms",
-         big["HyperNetRegressor"] / big["MLPRegressor"], ""),
-        ("MNIST 2x400 step, batch 256: GFLOP/s / matmul GFLOP/s",
-         f"{figures['mnist_step_gflops']:.0f} / {figures['matmul_gflops']:.0f} "
-         f"({figures['mnist_step_seconds'] * 1e3:.0f} ms per step)",
-         figures["mnist_step_gflops"] / figures["matmul_gflops"], ">= 0.60"),
-        ("MNIST 2x400 step: peak extra memory",
-         "n/a" if peak is None else f"{peak / 2**20:.0f} MB", None, "< 150 MB"),
-        ("predict, 10,000 rows, S = 100", f"{figures['predict_seconds'] * 1e3:.0f} ms",
-         None, ""),
+        (
+            "epoch, batch 1, 455 x 13: HyperNetRegressor / MLPRegressor",
+            f"{one['HyperNetRegressor'] * 1e3:.1f} ms / {mlp1 * 1e3:.1f} ms",
+            one["HyperNetRegressor"] / mlp1,
+            "<= 1.0",
+        ),
+        (
+            "epoch, batch 1, 455 x 13: SGDBaseline / MLPRegressor",
+            f"{one['SGDBaseline'] * 1e3:.1f} ms / {mlp1 * 1e3:.1f} ms",
+            one["SGDBaseline"] / mlp1,
+            "<= 0.7",
+        ),
+        (
+            "epoch, batch 512, 8192 x 8: HyperNetRegressor / SGDBaseline",
+            f"{big['HyperNetRegressor'] * 1e3:.1f} ms / {big['SGDBaseline'] * 1e3:.1f} ms",
+            big["HyperNetRegressor"] / big["SGDBaseline"],
+            "<= 3.0",
+        ),
+        (
+            "epoch, batch 512, 8192 x 8: HyperNetRegressor / MLPRegressor",
+            f"{big['HyperNetRegressor'] * 1e3:.1f} ms / {big['MLPRegressor'] * 1e3:.1f} ms",
+            big["HyperNetRegressor"] / big["MLPRegressor"],
+            "",
+        ),
+        (
+            "MNIST 2x400 step, batch 256: GFLOP/s / matmul GFLOP/s",
+            f"{figures['mnist_step_gflops']:.0f} / {figures['matmul_gflops']:.0f} "
+            f"({figures['mnist_step_seconds'] * 1e3:.0f} ms per step)",
+            figures["mnist_step_gflops"] / figures["matmul_gflops"],
+            ">= 0.60",
+        ),
+        (
+            "MNIST 2x400 step: peak extra memory",
+            "n/a" if peak is None else f"{peak / 2**20:.0f} MB",
+            None,
+            "< 150 MB",
+        ),
+        ("predict, 10,000 rows, S = 100", f"{figures['predict_seconds'] * 1e3:.0f} ms", None, ""),
     ]
     lines = [
         f"torch {figures['torch']}, {figures['torch_threads']} thread(s)",

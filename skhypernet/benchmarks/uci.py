@@ -34,38 +34,67 @@ PAPER_BATCH_THRESHOLD = 5000
 
 
 def add_arguments(parser, *, figure=False):
-    parser.add_argument("--data", required=True,
-                        help="folder holding one sub-folder per data set (standard layout)")
-    parser.add_argument("--datasets", nargs="+",
-                        help="data set folder names (default: all in --data)")
-    parser.add_argument("--epochs", type=int, default=PAPER_EPOCHS,
-                        help=f"epochs per split (paper: {PAPER_EPOCHS})")
-    parser.add_argument("--track-epochs", type=int, default=20,
-                        help="test RMSE is averaged over this many last epochs (paper: 20)")
-    parser.add_argument("--hidden", type=int, default=None,
-                        help="hidden units of the main network (paper: 50, 100 for "
-                             "protein and year)")
-    parser.add_argument("--batch-rule", default="paper",
-                        help="'paper' (1, or 512 above 5,000 points), 'auto', or a number")
-    parser.add_argument("--predict-samples", type=int, default=100,
-                        help="weight samples S averaged at prediction")
-    parser.add_argument("--loss", default="squared_error",
-                        choices=["squared_error", "gaussian_nll"],
-                        help="training loss of both methods (paper: squared_error)")
+    parser.add_argument(
+        "--data",
+        required=True,
+        help="folder holding one sub-folder per data set (standard layout)",
+    )
+    parser.add_argument(
+        "--datasets", nargs="+", help="data set folder names (default: all in --data)"
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=PAPER_EPOCHS,
+        help=f"epochs per split (paper: {PAPER_EPOCHS})",
+    )
+    parser.add_argument(
+        "--track-epochs",
+        type=int,
+        default=20,
+        help="test RMSE is averaged over this many last epochs (paper: 20)",
+    )
+    parser.add_argument(
+        "--hidden",
+        type=int,
+        default=None,
+        help="hidden units of the main network (paper: 50, 100 for protein and year)",
+    )
+    parser.add_argument(
+        "--batch-rule",
+        default="paper",
+        help="'paper' (1, or 512 above 5,000 points), 'auto', or a number",
+    )
+    parser.add_argument(
+        "--predict-samples", type=int, default=100, help="weight samples S averaged at prediction"
+    )
+    parser.add_argument(
+        "--loss",
+        default="squared_error",
+        choices=["squared_error", "gaussian_nll"],
+        help="training loss of both methods (paper: squared_error)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="base seed (plus the split)")
     parser.add_argument("--jobs", type=int, default=1, help="parallel worker processes")
     parser.add_argument("--results", required=True, help="JSON-lines results file")
-    parser.add_argument("--resume", action="store_true",
-                        help="keep the records already in --results and skip their work")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the records already in --results and skip their work",
+    )
     if figure:
-        parser.add_argument("--repetitions", type=int, default=3,
-                            help="splits per data set (paper: 3)")
+        parser.add_argument(
+            "--repetitions", type=int, default=3, help="splits per data set (paper: 3)"
+        )
         parser.add_argument("--figure", required=True, help="PNG file to write")
     else:
-        parser.add_argument("--splits", type=int, default=None,
-                            help="first N splits of each data set (default: all)")
-        parser.add_argument("--methods", nargs="+", default=list(METHODS),
-                            choices=list(METHODS))
+        parser.add_argument(
+            "--splits",
+            type=int,
+            default=None,
+            help="first N splits of each data set (default: all)",
+        )
+        parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
 
 
 def batch_size_for(rule, n_points):
@@ -135,8 +164,11 @@ def run_task(task):
         batch_size=settings["batch_size"],
         n_iter_no_change=np.inf,
         random_state=settings["seed"],
-        **({"n_predict_samples": settings["predict_samples"]}
-           if task["method"] == "HyperNet" else {}),
+        **(
+            {"n_predict_samples": settings["predict_samples"]}
+            if task["method"] == "HyperNet"
+            else {}
+        ),
     )
 
     def test_scores(fitted):
@@ -145,8 +177,9 @@ def run_task(task):
         return predictive_scores(y_test, mean * y_scale + y_mean, std * y_scale)
 
     start = time.perf_counter()
-    curves = train_tracking(model, X_train, y_train_n, settings["epochs"],
-                            settings["track_epochs"], test_scores)
+    curves = train_tracking(
+        model, X_train, y_train_n, settings["epochs"], settings["track_epochs"], test_scores
+    )
     record = {
         **{k: task[k] for k in ("dataset", "split", "method")},
         "settings": settings,
@@ -178,26 +211,42 @@ def plan(args, splits_of, methods):
         }
         for split in splits_of(folder):
             for method in methods:
-                tasks.append({
-                    "data": args.data, "dataset": dataset, "split": split, "method": method,
-                    "settings": {**settings, "seed": args.seed + split},
-                })
+                tasks.append(
+                    {
+                        "data": args.data,
+                        "dataset": dataset,
+                        "split": split,
+                        "method": method,
+                        "settings": {**settings, "seed": args.seed + split},
+                    }
+                )
     return tasks
 
 
 def execute(tasks, store, jobs, out):
     """Run the tasks not yet in ``store``, appending each record as it finishes."""
-    todo = [t for t in tasks if not store.has({k: t[k] for k in (
-        "dataset", "split", "method", "settings")})]
-    print(f"{len(tasks) - len(todo)} of {len(tasks)} results already present; "
-          f"running {len(todo)}.", file=out, flush=True)
+    todo = [
+        t
+        for t in tasks
+        if not store.has({k: t[k] for k in ("dataset", "split", "method", "settings")})
+    ]
+    print(
+        f"{len(tasks) - len(todo)} of {len(tasks)} results already present; running {len(todo)}.",
+        file=out,
+        flush=True,
+    )
     progress = Progress(len(todo), time.perf_counter)
     runner = Parallel(n_jobs=jobs, return_as="generator_unordered")
     for record in runner(delayed(run_task)(task) for task in todo):
         store.append(record)
-        print(progress.line(f"{record['dataset']} split {record['split']} "
-                            f"{record['method']}: RMSE {record['rmse']:.3f}"),
-              file=out, flush=True)
+        print(
+            progress.line(
+                f"{record['dataset']} split {record['split']} "
+                f"{record['method']}: RMSE {record['rmse']:.3f}"
+            ),
+            file=out,
+            flush=True,
+        )
 
 
 def summary_table(records):
@@ -205,15 +254,32 @@ def summary_table(records):
     reference = {row["folder"]: row for row in read_reference("paper_table1_uci_rmse.csv")}
     by_dataset = {}
     for record in records:
-        by_dataset.setdefault(record["dataset"], {}).setdefault(
-            record["method"], []).append(record)
-    header = ["Dataset", "N", "d", "VI", "PBP", "Dropout", "VMG", "SGD (paper)",
-              "HyperNet (paper)", "SGD (ours)", "HyperNet (ours)", "splits", "epochs"]
+        by_dataset.setdefault(record["dataset"], {}).setdefault(record["method"], []).append(
+            record
+        )
+    header = [
+        "Dataset",
+        "N",
+        "d",
+        "VI",
+        "PBP",
+        "Dropout",
+        "VMG",
+        "SGD (paper)",
+        "HyperNet (paper)",
+        "SGD (ours)",
+        "HyperNet (ours)",
+        "splits",
+        "epochs",
+    ]
     rows = []
     for dataset, methods in sorted(by_dataset.items()):
         published = reference.get(dataset)
-        cells = [published["dataset"] if published else dataset,
-                 published["N"] if published else "", published["d"] if published else ""]
+        cells = [
+            published["dataset"] if published else dataset,
+            published["N"] if published else "",
+            published["d"] if published else "",
+        ]
         for column in ("VI", "PBP", "Dropout", "VMG", "SGD", "HyperNet"):
             if published and published[column]:
                 error = float(published[column + "_se"] or "nan")
@@ -222,8 +288,11 @@ def summary_table(records):
                 cells.append("–")
         for method in ("SGD", "HyperNet"):
             found = methods.get(method, [])
-            cells.append(format_estimate(*mean_and_standard_error(
-                [r["rmse"] for r in found])) if found else "–")
+            cells.append(
+                format_estimate(*mean_and_standard_error([r["rmse"] for r in found]))
+                if found
+                else "–"
+            )
         any_record = next(iter(methods.values()))[0]
         cells += [str(len(next(iter(methods.values())))), str(any_record["settings"]["epochs"])]
         rows.append(cells)
@@ -236,24 +305,38 @@ def uncertainty_table(records):
     by_dataset = {}
     for record in records:
         if "ll" in record:
-            by_dataset.setdefault(record["dataset"], {}).setdefault(
-                record["method"], []).append(record)
-    header = ["Dataset", "LL MC dropout (bayesopt)", "LL MC dropout (grid)", "LL SGD (ours)",
-              "LL HyperNet (ours)", "90 % coverage SGD", "90 % coverage HyperNet"]
+            by_dataset.setdefault(record["dataset"], {}).setdefault(record["method"], []).append(
+                record
+            )
+    header = [
+        "Dataset",
+        "LL MC dropout (bayesopt)",
+        "LL MC dropout (grid)",
+        "LL SGD (ours)",
+        "LL HyperNet (ours)",
+        "90 % coverage SGD",
+        "90 % coverage HyperNet",
+    ]
     rows = []
     for dataset, methods in sorted(by_dataset.items()):
         published = reference.get(dataset)
         cells = [published["dataset"] if published else dataset]
         for column in ("ll_bayesopt", "ll_grid"):
-            cells.append(format_estimate(float(published[column]),
-                                         float(published[column + "_se"]))
-                         if published else "–")
+            cells.append(
+                format_estimate(float(published[column]), float(published[column + "_se"]))
+                if published
+                else "–"
+            )
         for name in ("ll", "coverage_90"):
             for method in ("SGD", "HyperNet"):
                 found = [r[name] for r in methods.get(method, [])]
-                cells.append(format_estimate(*mean_and_standard_error(found), digits=3
-                                             if name == "coverage_90" else 2)
-                             if found else "–")
+                cells.append(
+                    format_estimate(
+                        *mean_and_standard_error(found), digits=3 if name == "coverage_90" else 2
+                    )
+                    if found
+                    else "–"
+                )
         rows.append(cells)
     return markdown_table(header, rows)
 
