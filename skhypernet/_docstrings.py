@@ -78,7 +78,9 @@ TRAINING_PARAMETERS = """\
         states of numpy and torch are not touched.
 
     verbose : int, default=0
-        Print one line per epoch (loss, validation score, elapsed time).
+        1 prints one line per epoch (loss, validation score, elapsed time) as
+        scikit-learn's MLP does; 2 shows a live progress bar with the time
+        left on standard error.
 
     device : {'cpu', 'cuda', 'auto'}, default='cpu'
         Where to train.  'auto' picks CUDA when available.  Fitted models are

@@ -24,6 +24,7 @@ straightforward formulation; the tests check the engine against it.
 import contextlib
 import copy
 import math
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -598,7 +599,7 @@ def train(
     try:
         work = step_flops(model, batch_size)
         with flushed_denormals(), threads_for(work), torch.no_grad():
-            for _ in range(max_epochs):
+            for epoch in range(max_epochs):
                 # The last finished epoch's parameters, kept for divergence and Ctrl-C.
                 snapshot = optimizer.snapshot()
                 loss = run_epoch(model, optimizer, data, batch_size, shuffle, generator)
@@ -621,13 +622,19 @@ def train(
                         model.weight_generator.diffusion(history.diffusion_noise)
                     )
                 if verbose:
-                    message = f"Epoch {history.n_iter}, loss = {loss:.8f}"
-                    if score is not None:
-                        message += f", validation score = {score:.6f}"
-                    elapsed = time.perf_counter() - start_time
-                    print(f"{message}, elapsed = {elapsed:.2f}s")
+                    report_epoch(
+                        verbose,
+                        epoch,
+                        max_epochs,
+                        history.n_iter,
+                        loss,
+                        score,
+                        time.perf_counter() - start_time,
+                    )
                 if history.no_improvement_count > n_iter_no_change:
                     stopped = True
+                    if verbose > 1:
+                        sys.stderr.write("\n")
                     if verbose:
                         measure = "Validation score" if score is not None else "Training loss"
                         print(
@@ -650,6 +657,24 @@ def train(
     if validation_score is not None and history.best_state is not None:
         model.load_state_dict(history.best_state)
     return stopped
+
+
+def report_epoch(verbose, epoch, max_epochs, n_iter, loss, score, elapsed):
+    """Progress of training: a line per epoch (verbose=1) or a live bar (verbose>=2)."""
+    message = f"Epoch {n_iter}, loss = {loss:.8f}"
+    if score is not None:
+        message += f", validation score = {score:.6f}"
+    if verbose == 1:
+        print(f"{message}, elapsed = {elapsed:.2f}s")
+        return
+    done = epoch + 1
+    remaining = elapsed / done * (max_epochs - done)
+    width = 30
+    filled = int(width * done / max_epochs)
+    bar = "#" * filled + "." * (width - filled)
+    end = "\n" if done == max_epochs else ""
+    sys.stderr.write(f"\r[{bar}] {done}/{max_epochs} {message}, ETA {remaining:.0f}s{end}")
+    sys.stderr.flush()
 
 
 def warn_not_converged(max_epochs):

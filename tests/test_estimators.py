@@ -365,6 +365,14 @@ def test_verbose_prints_one_line_per_epoch(capsys):
     assert len(lines) == 3 and "loss = " in lines[0]
 
 
+def test_verbose_2_shows_a_progress_bar_with_eta(capsys):
+    X, y = regression_data()
+    HyperNetRegressor(verbose=2, max_iter=4, n_iter_no_change=np.inf, random_state=0).fit(X, y)
+    err = capsys.readouterr().err
+    assert err.count("\r[") == 4 and "4/4" in err and "ETA" in err
+    assert err.endswith("\n")
+
+
 def test_iris_classification_scores_well():
     X, y = load_iris(return_X_y=True)
     X = (X - X.mean(axis=0)) / X.std(axis=0)
