@@ -54,3 +54,9 @@ def test_memory_benchmark_reports_predict_peak(capsys):
     out = capsys.readouterr().out
     assert "predict on 2,000 rows" in out
     assert "n/a" in out or out.count("peak extra memory") == 2
+
+
+def test_search_benchmark_runs(capsys):
+    assert main(["search", "--max-iter", "1", "--cv", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "16 candidates" in out and "speed-up:" in out

@@ -2,14 +2,15 @@
 
 Commands: ``uci`` (Table 1), ``mnist`` (Table 2), ``figure2`` (weight
 diffusion, Figure 2), ``speed`` (the training engine against scikit-learn's
-MLP) and ``memory`` (peak memory of predict on many rows).
+MLP), ``memory`` (peak memory of predict on many rows) and ``search`` (a
+parallel GridSearchCV).
 ``COMMAND --help`` lists each one's options.
 """
 
 import argparse
 import sys
 
-from . import memory, mnist, speed, uci
+from . import memory, mnist, search, speed, uci
 
 
 def main(argv=None):
@@ -24,6 +25,7 @@ def main(argv=None):
     )
     speed.add_arguments(commands.add_parser("speed", help="training engine speed"))
     memory.add_arguments(commands.add_parser("memory", help="peak memory of predict"))
+    search.add_arguments(commands.add_parser("search", help="GridSearchCV, n_jobs=1 vs 2"))
     args = parser.parse_args(argv)
     runners = {
         "uci": uci.run,
