@@ -33,6 +33,7 @@ def main(argv=None):
         "figure2": uci.run_figure,
         "speed": speed.run,
         "memory": memory.run,
+        "search": search.run,
     }
     return runners[args.command](args)
 
