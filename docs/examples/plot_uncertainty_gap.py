@@ -41,4 +41,4 @@ for axis, model in zip(
 axes[0].set_ylabel("y")
 axes[0].legend(loc="upper center", fontsize=8)
 figure.tight_layout()
-figure.savefig("uncertainty_gap.png", dpi=110)
+plt.show()
