@@ -362,39 +362,36 @@ class StochasticMLP(nn.Module):
         codes = self.weight_generator.codes(noise.weight_noise, noise.dropout_uniform)
         return forward_per_row(x, codes, self.weight_generator.heads)
 
-    def _sample_outputs(self, x, n_samples, seed):
-        """Yield the outputs of the weight samples in chunks, shape (s, n, n_outputs).
+    def _sample_output_blocks(self, x, n_samples, seed):
+        """Yield ``(samples, rows, outputs)`` blocks of the weight samples' outputs.
 
-        The samples are drawn from a generator seeded with ``seed``; the part
-        that depends on ``x`` runs in float64.  Point estimates yield their one
-        output.
+        ``outputs`` has shape ``(len(samples), len(rows), n_outputs)`` and at
+        most about ``PREDICT_CHUNK_BYTES`` of float64 intermediates, whatever the
+        number of rows.  The samples are drawn from a generator seeded with
+        ``seed``; the part that depends on ``x`` runs in float64.  Point
+        estimates have one sample.
         """
         generator_ = self.weight_generator
         x = x.to(device=self.device, dtype=torch.float64)
-        if isinstance(generator_, PointEstimate):
-            layers = [layer.double() for layer in generator_.materialise(None)]
-            yield forward_materialised(x, layers)[None]
-            return
-        generator = torch.Generator(device=self.device).manual_seed(seed)
-        weight_noise = torch.randn(
-            (n_samples, generator_.noise_dim), generator=generator, device=self.device
-        )
-        codes = generator_.codes(weight_noise, weight_noise.new_empty(0))
         widest = max(max(shape) for shape in generator_.shapes) + 1
-        sample_chunk = max(1, PREDICT_CHUNK_BYTES // (8 * generator_.n_main_parameters))
+        if isinstance(generator_, PointEstimate):
+            layers = [layer.double()[None] for layer in generator_.materialise(None)]
+            sample_chunk = n_samples = 1
+        else:
+            generator = torch.Generator(device=self.device).manual_seed(seed)
+            weight_noise = torch.randn(
+                (n_samples, generator_.noise_dim), generator=generator, device=self.device
+            )
+            codes = generator_.codes(weight_noise, weight_noise.new_empty(0))
+            sample_chunk = max(1, PREDICT_CHUNK_BYTES // (8 * generator_.n_main_parameters))
         row_chunk = max(1, PREDICT_CHUNK_BYTES // (8 * widest * min(sample_chunk, n_samples)))
         for start in range(0, n_samples, sample_chunk):
-            layers = [
-                layer.double()
-                for layer in generator_.materialise(codes[start : start + sample_chunk])
-            ]
-            yield torch.cat(
-                [
-                    _forward_samples(x[row : row + row_chunk], layers)
-                    for row in range(0, x.shape[0], row_chunk)
-                ],
-                dim=1,
-            )
+            samples = slice(start, min(start + sample_chunk, n_samples))
+            if not isinstance(generator_, PointEstimate):
+                layers = [layer.double() for layer in generator_.materialise(codes[samples])]
+            for row in range(0, x.shape[0], row_chunk):
+                rows = slice(row, min(row + row_chunk, x.shape[0]))
+                yield samples, rows, _forward_samples(x[rows], layers)
 
     @torch.no_grad()
     def predictive_mean(self, x, n_samples, seed, transform=None):
@@ -402,7 +399,8 @@ class StochasticMLP(nn.Module):
 
         The samples are the same for every call and every row, and the part
         that depends on ``x`` runs in float64, so a row's result does not
-        depend on the other rows.
+        depend on the other rows.  Memory stays bounded by evaluating blocks
+        of samples and rows.
 
         Parameters
         ----------
@@ -419,10 +417,12 @@ class StochasticMLP(nn.Module):
         """
         transform = transform or (lambda outputs: outputs)
         total, count = None, 0
-        for outputs in self._sample_outputs(x, n_samples, seed):
+        for samples, rows, outputs in self._sample_output_blocks(x, n_samples, seed):
             summed = transform(outputs).sum(0)
-            total = summed if total is None else total + summed
-            count += outputs.shape[0]
+            if total is None:
+                total = summed.new_zeros((x.shape[0], summed.shape[1]))
+            total[rows] += summed
+            count = max(count, samples.stop)
         return total / count
 
     @torch.no_grad()
@@ -431,8 +431,12 @@ class StochasticMLP(nn.Module):
 
         Point estimates repeat their one output.
         """
-        outputs = torch.cat(list(self._sample_outputs(x, n_samples, seed)))
-        return outputs.expand(n_samples, *outputs.shape[1:])
+        result = None
+        for samples, rows, outputs in self._sample_output_blocks(x, n_samples, seed):
+            if result is None:
+                result = outputs.new_empty((n_samples, x.shape[0], outputs.shape[2]))
+            result[samples, rows] = outputs
+        return result[: samples.stop].expand(n_samples, -1, -1)
 
 
 def _forward_samples(x, layers):

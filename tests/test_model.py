@@ -144,3 +144,21 @@ def test_initial_weight_spread_matches_linear_init():
     weights = hypernet.materialise(codes)[0][:, :-1]  # (200, 400, 400)
     spread = weights.std(dim=0).mean()
     assert 0.3 / math.sqrt(3 * 400) < spread < 3 / math.sqrt(3 * 400)
+
+
+def test_prediction_evaluates_bounded_blocks_of_rows(monkeypatch):
+    from skhypernet import _model
+
+    model = StochasticMLP(make_hypernet(shapes=layer_shapes(4, [6], 2)), 0.5)
+    x = torch.randn(1000, 4, dtype=torch.float64)
+    monkeypatch.setattr(_model, "PREDICT_CHUNK_BYTES", 8 * 7 * 30 * 20)
+    block_sizes = []
+    forward = _model._forward_samples
+
+    def recording_forward(rows, layers):
+        block_sizes.append(rows.shape[0] * layers[0].shape[0])
+        return forward(rows, layers)
+
+    monkeypatch.setattr(_model, "_forward_samples", recording_forward)
+    model.predictive_mean(x, n_samples=30, seed=0)
+    assert len(block_sizes) > 1 and max(block_sizes) <= 30 * 20
