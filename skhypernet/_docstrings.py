@@ -94,7 +94,7 @@ COMMON_ATTRIBUTES = """\
     n_features_in_ : int
         Number of features seen during fit.
 
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen during fit, when X has string column names.
 
     n_iter_ : int
@@ -134,18 +134,18 @@ REGRESSOR_ATTRIBUTES = """
     n_outputs_ : int
         Number of targets.
 
-    target_mean_, target_scale_ : ndarray of shape (n_outputs_,)
+    target_mean_, target_scale_ : ndarray of shape (`n_outputs_`,)
         Training mean and standard deviation of the targets; the network
         predicts ``(y - target_mean_) / target_scale_``.
 
-    noise_variance_ : ndarray of shape (n_outputs_,) or None
+    noise_variance_ : ndarray of shape (`n_outputs_`,) or None
         With ``loss='squared_error'``, the variance of the training residuals
         in target units, used as observation noise; None with
         ``loss='gaussian_nll'``.
 """
 
 HYPERNET_ATTRIBUTES = """\
-    weight_diffusion_ : ndarray of shape (n_iter_, 2)
+    weight_diffusion_ : ndarray of shape (`n_iter_`, 2)
         Per epoch, from 10 fixed noise draws of the hypernetwork (dropout off),
         the mean over the P main-network parameters of their standard
         deviation across the draws, and the standard deviation of those

@@ -54,12 +54,12 @@ def uci_n_splits(folder):
 
 
 def uci_splits(folder):
-    """The split numbers ``0 .. n_splits - 1`` of a UCI data set folder."""
+    """The split numbers of a UCI data set folder, from 0 to ``n_splits - 1``."""
     return list(range(uci_n_splits(folder)))
 
 
 def list_uci_datasets(root):
-    """Names of the data set folders below ``root`` that hold a ``data.txt``."""
+    """Names of the data set folders below ``root`` (those holding data.txt)."""
     root = os.fspath(root)
     return sorted(
         name
