@@ -70,11 +70,14 @@ def test_feature_names_from_dataframe(cls):
     pd = pytest.importorskip("pandas")
     X, y = data_for(cls)
     frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(5)])
-    model = cls(**FAST).fit(frame, y)
+    model = cls(**FAST).fit(frame, pd.Series(y, name="target"))
     np.testing.assert_array_equal(model.feature_names_in_, frame.columns)
     with pytest.warns(UserWarning, match="feature names"):
         from_array = predictions(model, X)
     np.testing.assert_allclose(predictions(model, frame), from_array)
+    renamed = frame.rename(columns={"f0": "other"})
+    with pytest.raises(ValueError, match="feature names"):
+        predictions(model, renamed)
 
 
 @pytest.mark.parametrize("cls", ALL)
