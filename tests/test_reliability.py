@@ -62,6 +62,9 @@ def test_huge_learning_rate_never_predicts_nan(cls):
 _INTERRUPT_SCRIPT = """
 import os, signal, threading, warnings, numpy as np
 from skhypernet import HyperNetRegressor
+# A parent that ignores SIGINT (pytest-xdist's workers) passes that on: restore
+# Python's own handler, which raises KeyboardInterrupt as in a terminal.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 rng = np.random.RandomState(0)
 X = rng.normal(size=(400, 5)); y = X @ rng.normal(size=5)
 model = HyperNetRegressor(batch_size=1, max_iter=10000, n_iter_no_change=np.inf,
