@@ -249,14 +249,18 @@ def execute(tasks, store, jobs, out):
         )
 
 
+def _by_dataset_and_method(records):
+    """``{dataset: {method: [records]}}``."""
+    grouped = {}
+    for record in records:
+        grouped.setdefault(record["dataset"], {}).setdefault(record["method"], []).append(record)
+    return grouped
+
+
 def summary_table(records):
     """Table 1 layout: published columns beside the measured ones."""
     reference = {row["folder"]: row for row in read_reference("paper_table1_uci_rmse.csv")}
-    by_dataset = {}
-    for record in records:
-        by_dataset.setdefault(record["dataset"], {}).setdefault(record["method"], []).append(
-            record
-        )
+    by_dataset = _by_dataset_and_method(records)
     header = [
         "Dataset",
         "N",
@@ -302,12 +306,7 @@ def summary_table(records):
 def uncertainty_table(records):
     """Test log-likelihood and 90 % interval coverage beside MC dropout's."""
     reference = {row["folder"]: row for row in read_reference("mc_dropout_2018_uci.csv")}
-    by_dataset = {}
-    for record in records:
-        if "ll" in record:
-            by_dataset.setdefault(record["dataset"], {}).setdefault(record["method"], []).append(
-                record
-            )
+    by_dataset = _by_dataset_and_method([r for r in records if "ll" in r])
     header = [
         "Dataset",
         "LL MC dropout (bayesopt)",
