@@ -35,6 +35,14 @@ def resolve_batch_size(batch_size, n_samples):
     return min(batch_size, n_samples)
 
 
+def layer_sizes(sizes, name):
+    """The layer sizes of parameter ``name`` as a list of positive ints."""
+    sizes = list(sizes) if hasattr(sizes, "__iter__") else [sizes]
+    if any(int(size) != size or size < 1 for size in sizes):
+        raise ValueError(f"{name} must contain positive integers, got {sizes}.")
+    return [int(size) for size in sizes]
+
+
 def resolve_device(device):
     """Return a ``torch.device`` for the ``device`` parameter."""
     if device == "auto":
@@ -138,13 +146,6 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
         self._validate_params()
         return self._fit(X, y, sample_weight, incremental=False)
 
-    def _hidden_layer_sizes(self):
-        sizes = self.hidden_layer_sizes
-        sizes = list(sizes) if hasattr(sizes, "__iter__") else [sizes]
-        if any(int(size) != size or size < 1 for size in sizes):
-            raise ValueError(f"hidden_layer_sizes must contain positive integers, got {sizes}.")
-        return [int(size) for size in sizes]
-
     def _initialise(self, n_features, n_outputs, device):
         rng = check_random_state(self.random_state)
         self._random_state = rng
@@ -152,7 +153,8 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
         self._generator.manual_seed(int(rng.randint(_SEED_HIGH)))
         self._predict_seed = int(rng.randint(_SEED_HIGH))
         init_generator = torch.Generator().manual_seed(int(rng.randint(_SEED_HIGH)))
-        shapes = layer_shapes(n_features, self._hidden_layer_sizes(), n_outputs)
+        hidden = layer_sizes(self.hidden_layer_sizes, "hidden_layer_sizes")
+        shapes = layer_shapes(n_features, hidden, n_outputs)
         weight_generator = self._build_weight_generator(shapes, init_generator)
         self.network_ = StochasticMLP(weight_generator, self.input_noise).to(device)
         self._optimizer_state = None
@@ -417,15 +419,12 @@ class HyperNetworkFamily(BaseStochasticNetwork):
         return [layer[:, :-1, :] for layer in layers], [layer[:, -1, :] for layer in layers]
 
     def _build_weight_generator(self, shapes, generator):
-        sizes = list(self.hyper_hidden_layer_sizes)
-        if any(int(size) != size or size < 1 for size in sizes):
-            raise ValueError(
-                f"hyper_hidden_layer_sizes must contain positive integers, got {sizes}."
-            )
         return HyperNetwork(
             shapes,
             noise_dim=self.noise_dim,
-            hidden_layer_sizes=[int(size) for size in sizes],
+            hidden_layer_sizes=layer_sizes(
+                self.hyper_hidden_layer_sizes, "hyper_hidden_layer_sizes"
+            ),
             dropout=self.hyper_dropout,
             generator=generator,
         )

@@ -297,8 +297,8 @@ def summary_table(records):
                 if found
                 else "–"
             )
-        any_record = next(iter(methods.values()))[0]
-        cells += [str(len(next(iter(methods.values())))), str(any_record["settings"]["epochs"])]
+        first = next(iter(methods.values()))
+        cells += [str(len(first)), str(first[0]["settings"]["epochs"])]
         rows.append(cells)
     return markdown_table(header, rows)
 
