@@ -17,6 +17,21 @@ HYPERNET_PARAMETERS = """\
         Dropout probability of the hypernetwork's hidden units during
         training (the paper uses 0.5).
 
+    kl_weight : float, default=0.0
+        Beyond the paper: weight of a KL term that keeps a distribution over
+        the weights.  0 is the paper's objective (eq. 3), under which the
+        weight distribution shrinks to a single network within about 10,000
+        Adam steps (see ``weight_collapse_step_``).  A positive value adds,
+        at every step, ``kl_weight`` times an estimate of
+        ``KL(q(w) || N(0, 1 / fan_in))`` divided by the number of training
+        rows, as in a variational objective (for the squared error, times
+        ``2 sigma^2``, with ``sigma^2`` the last epoch's loss).  The KL is
+        estimated from 32 weight draws per step with Gaussian marginals:
+        prior term minus the marginals' entropy.  0.1 was chosen by
+        cross-validation on training rows of four UCI data sets
+        (``python -m skhypernet.benchmarks kl-weight``); it makes training
+        steps several times slower at batch size 1.
+
     n_predict_samples : int, default=100
         Number S of weight samples whose outputs are averaged at prediction
         (eq. 4 of the paper).  The samples are fixed at fit time, so
@@ -123,13 +138,13 @@ _ATTRIBUTES_HEADER = "    Attributes\n    ----------\n"
 LOSS_PARAMETER = """\
     loss : {'squared_error', 'gaussian_nll'}, default='squared_error'
         'squared_error' is the paper's loss; the observation noise of
-        ``predict(return_std=True)`` and ``sample_y`` is then the variance of
-        the training residuals, ``noise_variance_``.  'gaussian_nll' makes the
-        network output a mean and a log-variance per target and minimises the
-        Gaussian negative log-likelihood, so the noise is learned and may
-        depend on x.  Experimental with HyperNetRegressor: at batch size 1 on
-        the Boston data it did not train (test RMSE about 114, against 3.1 for
-        SGDBaseline; see docs/benchmarks.md).
+        ``predict(return_std=True)`` and ``sample_y`` is then
+        ``noise_variance_``.  'gaussian_nll' makes the network output a mean
+        and a log-variance per target and minimises the Gaussian negative
+        log-likelihood, so the noise is learned and may depend on x.  With a
+        hypernetwork, the log-variance outputs' last-layer weights do not vary
+        with the noise ``eps`` (they come from the hypernetwork's constant
+        part), so a single weight draw cannot set a row's noise.
 """
 
 REGRESSOR_ATTRIBUTES = """
@@ -141,9 +156,11 @@ REGRESSOR_ATTRIBUTES = """
         predicts ``(y - target_mean_) / target_scale_``.
 
     noise_variance_ : ndarray of shape (`n_outputs_`,) or None
-        With ``loss='squared_error'``, the variance of the training residuals
-        in target units, used as observation noise; None with
-        ``loss='gaussian_nll'``.
+        With ``loss='squared_error'``, the observation noise in target units:
+        with ``early_stopping``, the mean squared residual of the held-out
+        validation rows; otherwise the last epoch's training loss (free to
+        compute, but optimistic where the network fits its training rows
+        closely).  None with ``loss='gaussian_nll'``.
 """
 
 HYPERNET_ATTRIBUTES = """\
@@ -153,6 +170,17 @@ HYPERNET_ATTRIBUTES = """\
         deviation across the draws, and the standard deviation of those
         deviations: how the weight distribution shrinks (Figure 2 of the
         paper).
+
+    weight_diffusion_steps_ : ndarray of shape (`n_iter_`,)
+        Adam steps taken at the end of each epoch of ``weight_diffusion_``.
+
+    initial_weight_diffusion_ : float
+        The mean spread of ``weight_diffusion_`` at initialisation.
+
+    weight_collapse_step_ : int or None
+        Adam step at the end of the first epoch whose mean weight spread fell
+        below 1 % of ``initial_weight_diffusion_``: from there on the
+        hypernetwork is, in effect, a single network.  None while it has not.
 """
 
 BLOCKS = {

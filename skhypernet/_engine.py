@@ -28,7 +28,7 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import List
+from typing import List, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -51,6 +51,8 @@ LOSSES = {
 }
 #: The log-variance outputs of the Gaussian likelihood are clipped to this range.
 LOG_VARIANCE_BOUND = 15.0
+#: Weight draws behind each step's estimate of the weight KL term (``kl_weight``).
+KL_SAMPLES = 32
 
 
 def split_gaussian(outputs):
@@ -125,22 +127,34 @@ def train_rows(
     exp_avg_sq: torch.Tensor,
     step: torch.Tensor,
     lr: float,
-) -> torch.Tensor:
-    """Train on the rows ``order`` in mini-batches; return the summed loss.
+    kl_noise: torch.Tensor,
+    kl_coefficient: float,
+    kl_fixed_outputs: int,
+    trainable: torch.Tensor,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Train on the rows ``order`` in mini-batches.
 
     ``params`` are views into ``flat``: ``[input_noise_raw, noise_scale_raw,
     hidden weights..., hidden biases..., heads...]`` (the first two are empty
     tensors when absent); ``grads`` the matching views into ``flat_grad``.
     The noise tensors hold the draws of the rows in the order of ``order``;
     ``dropout_masks`` the inverted-dropout masks of all hypernetwork layers.
+    With ``kl_coefficient > 0``, every step adds that multiple of the weight
+    KL estimate (:func:`kl_gradients`, with ``kl_fixed_outputs``) from its
+    slice ``kl_noise[step]``.
+    Gradients are multiplied by ``trainable`` (unless empty) before Adam.
+
+    Returns the weighted loss summed over rows, per output, and the sum of
+    the steps' KL estimates.
     """
-    total = torch.zeros((), dtype=X.dtype, device=X.device)
+    total = torch.zeros(0, dtype=X.dtype, device=X.device)
+    kl_total = torch.zeros((), dtype=X.dtype, device=X.device)
     n_rows = order.shape[0]
     # One gather per call; the batches are then contiguous slices.
     X, targets, weights = X[order], targets[order], weights[order]
     for start in range(0, n_rows, batch_size):
         stop = min(start + batch_size, n_rows)
-        total += batch_gradients(
+        loss_sums = batch_gradients(
             X[start:stop],
             targets[start:stop],
             weights[start:stop],
@@ -153,8 +167,20 @@ def train_rows(
             grads,
             n_hidden,
         )
+        total = loss_sums if total.numel() == 0 else total + loss_sums
+        if kl_coefficient > 0.0:
+            kl_total += kl_gradients(
+                kl_noise[start // batch_size],
+                params,
+                grads,
+                n_hidden,
+                kl_coefficient,
+                kl_fixed_outputs,
+            )
+        if trainable.numel() > 0:
+            flat_grad.mul_(trainable)
         adam_step(flat, flat_grad, exp_avg, exp_avg_sq, step, lr)
-    return total
+    return total, kl_total
 
 
 def contracts_inputs_first(n_rows: int, fan_in_with_bias: int, fan_out: int) -> bool:
@@ -177,8 +203,10 @@ def batch_gradients(
 ) -> torch.Tensor:
     """Gradient of the mean weighted loss of one batch, by hand.
 
-    Writes the gradients into ``grads`` and returns the summed weighted loss.
-    The forward pass is that of ``StochasticMLP.forward``.
+    Writes the gradients into ``grads`` and returns the weighted loss summed
+    over rows, per output (per target for the Gaussian likelihood, one entry
+    for cross-entropy); the batch's loss is their mean over outputs.  The
+    forward pass is that of ``StochasticMLP.forward``.
     """
     n = x.shape[0]
     input_noise_raw, noise_scale_raw = params[0], params[1]
@@ -197,17 +225,17 @@ def batch_gradients(
     masks: List[torch.Tensor] = []
     codes = ones
     if hyper:
-        hidden = weight_noise * F.softplus(noise_scale_raw)
         if dropout_masks.numel() > 0:
             masks = torch.split(dropout_masks, hidden_sizes, 1)
-        for k in range(n_hidden):
-            hidden_inputs.append(hidden)
-            pre = torch.addmm(hidden_biases[k], hidden, hidden_weights[k])
-            hidden_pre.append(pre)
-            hidden = torch.relu(pre)
-            if len(masks) > 0:
-                hidden = hidden * masks[k]
-        codes = torch.cat([hidden, ones], 1)
+        codes = hypernet_forward(
+            weight_noise,
+            noise_scale_raw,
+            hidden_weights,
+            hidden_biases,
+            masks,
+            hidden_inputs,
+            hidden_pre,
+        )
     code_size = codes.shape[1]
     # A layer's output sum_{c,i} codes[c] inputs[i] head[c, i, o] is contracted
     # as (codes outer inputs) @ head, with an (n, C * (I + 1)) intermediate,
@@ -249,7 +277,7 @@ def batch_gradients(
     # 15.0 LOG_VARIANCE_BOUND (the gradient tests fail if they drift apart).
     if loss == 1:
         log_proba = torch.log_softmax(out, 1)
-        loss_sum = -(log_proba.gather(1, targets.unsqueeze(1)) * column_weights).sum()
+        loss_sums = -(log_proba.gather(1, targets.unsqueeze(1)) * column_weights).sum(0)
         delta = torch.exp(log_proba)
         delta.scatter_add_(1, targets.unsqueeze(1), -torch.ones_like(column_weights))
         delta = delta * (column_weights / n)
@@ -261,7 +289,7 @@ def batch_gradients(
         precision = torch.exp(-clipped)
         scaled = diff.square() * precision
         weight_scale = column_weights / (n * n_targets)
-        loss_sum = 0.5 * ((clipped + scaled) * column_weights).sum() / n_targets
+        loss_sums = 0.5 * ((clipped + scaled) * column_weights).sum(0)
         grad_log_variance = 0.5 * (1.0 - scaled) * weight_scale
         # Clipping passes no gradient outside the bound.
         grad_log_variance = grad_log_variance * (clipped == log_variance)
@@ -269,7 +297,7 @@ def batch_gradients(
     else:
         diff = out - targets
         weighted_diff = diff * column_weights
-        loss_sum = (weighted_diff * diff).sum() / out.shape[1]
+        loss_sums = (weighted_diff * diff).sum(0)
         delta = weighted_diff * (2.0 / (n * out.shape[1]))
 
     # Backward pass through the main network.
@@ -303,18 +331,151 @@ def batch_gradients(
     if noisy_input:
         grads[0].copy_((grad_x * input_noise).sum() * torch.sigmoid(input_noise_raw))
 
-    # Backward pass through the hypernetwork.
     if hyper:
-        grad_hidden = grad_codes[:, :-1]
-        for k in range(n_hidden - 1, -1, -1):
-            if len(masks) > 0:
-                grad_hidden = grad_hidden * masks[k]
-            grad_pre = torch.ops.aten.threshold_backward(grad_hidden, hidden_pre[k], 0.0)
+        hypernet_backward(
+            grad_codes,
+            weight_noise,
+            hidden_inputs,
+            hidden_pre,
+            masks,
+            params,
+            grads,
+            n_hidden,
+            0.0,
+        )
+    return loss_sums
+
+
+def hypernet_forward(
+    weight_noise: torch.Tensor,
+    noise_scale_raw: torch.Tensor,
+    hidden_weights: List[torch.Tensor],
+    hidden_biases: List[torch.Tensor],
+    masks: List[torch.Tensor],
+    hidden_inputs: List[torch.Tensor],
+    hidden_pre: List[torch.Tensor],
+) -> torch.Tensor:
+    """Codes ``[z, 1]`` of ``HyperNetwork.codes``; ``masks`` empty for no dropout.
+
+    Appends each layer's input and pre-activation to ``hidden_inputs`` and
+    ``hidden_pre`` for :func:`hypernet_backward`.
+    """
+    hidden = weight_noise * F.softplus(noise_scale_raw)
+    for k in range(len(hidden_weights)):
+        hidden_inputs.append(hidden)
+        pre = torch.addmm(hidden_biases[k], hidden, hidden_weights[k])
+        hidden_pre.append(pre)
+        hidden = torch.relu(pre)
+        if len(masks) > 0:
+            hidden = hidden * masks[k]
+    return torch.cat([hidden, torch.ones_like(hidden[:, :1])], 1)
+
+
+def hypernet_backward(
+    grad_codes: torch.Tensor,
+    weight_noise: torch.Tensor,
+    hidden_inputs: List[torch.Tensor],
+    hidden_pre: List[torch.Tensor],
+    masks: List[torch.Tensor],
+    params: List[torch.Tensor],
+    grads: List[torch.Tensor],
+    n_hidden: int,
+    accumulate: float,
+) -> None:
+    """Back-propagate ``grad_codes`` through the hypernetwork's hidden layers.
+
+    With ``accumulate == 0`` the gradients overwrite ``grads``; otherwise
+    ``accumulate`` times them is added (the regulariser's share).
+    """
+    hidden_weights = params[2 : 2 + n_hidden]
+    noise_scale_raw = params[1]
+    grad_hidden = grad_codes[:, :-1]
+    for k in range(n_hidden - 1, -1, -1):
+        if len(masks) > 0:
+            grad_hidden = grad_hidden * masks[k]
+        grad_pre = torch.ops.aten.threshold_backward(grad_hidden, hidden_pre[k], 0.0)
+        if accumulate == 0.0:
             torch.mm(hidden_inputs[k].t(), grad_pre, out=grads[2 + k])
             torch.sum(grad_pre, 0, out=grads[2 + n_hidden + k])
-            grad_hidden = torch.mm(grad_pre, hidden_weights[k].t())
-        grads[1].copy_((grad_hidden * weight_noise).sum() * torch.sigmoid(noise_scale_raw))
-    return loss_sum
+        else:
+            grads[2 + k].addmm_(hidden_inputs[k].t(), grad_pre, alpha=accumulate)
+            grads[2 + n_hidden + k].add_(grad_pre.sum(0), alpha=accumulate)
+        grad_hidden = torch.mm(grad_pre, hidden_weights[k].t())
+    grad_scale = (grad_hidden * weight_noise).sum() * torch.sigmoid(noise_scale_raw)
+    if accumulate == 0.0:
+        grads[1].copy_(grad_scale)
+    else:
+        grads[1].add_(grad_scale, alpha=accumulate)
+
+
+def kl_gradients(
+    weight_noise: torch.Tensor,
+    params: List[torch.Tensor],
+    grads: List[torch.Tensor],
+    n_hidden: int,
+    coefficient: float,
+    fixed_outputs: int,
+) -> torch.Tensor:
+    """Add ``coefficient`` times the gradient of the weight KL estimate to ``grads``.
+
+    The generated weights of the K rows of ``weight_noise`` (dropout off)
+    give every main-network parameter p a sample mean m and variance v; the
+    estimate is ``sum_p KL(N(m, v) || N(0, 1 / fan_in))``: the Gaussian prior
+    minus the entropy of the Gaussian marginals.  Because every parameter is
+    linear in the code, ``w = code @ head``, m and v come from the mean code
+    and the centred codes, so per-sample weights are never needed for the
+    gradient of the codes.  The last ``fixed_outputs`` outputs of the last
+    layer do not vary with the noise (``HyperNetwork.shared_outputs``): they
+    are point estimates, outside the distribution.  Returns the estimate.
+    """
+    hidden_weights = params[2 : 2 + n_hidden]
+    hidden_biases = params[2 + n_hidden : 2 + 2 * n_hidden]
+    heads = params[2 + 2 * n_hidden :]
+    hidden_inputs: List[torch.Tensor] = []
+    hidden_pre: List[torch.Tensor] = []
+    no_masks: List[torch.Tensor] = []
+    codes = hypernet_forward(
+        weight_noise, params[1], hidden_weights, hidden_biases, no_masks, hidden_inputs, hidden_pre
+    )
+    n_draws = codes.shape[0]
+    mean_code = codes.mean(0)
+    centred = codes - mean_code
+    grad_codes = torch.zeros_like(codes)
+    total = torch.zeros((), dtype=codes.dtype, device=codes.device)
+    for index, head in enumerate(heads):
+        fan_in = float(head.shape[1] - 1)
+        grad_head = grads[2 + 2 * n_hidden + index]
+        if index == len(heads) - 1 and fixed_outputs > 0:
+            head = head[:, :, : head.shape[2] - fixed_outputs]
+            grad_head = grad_head[:, :, : grad_head.shape[2] - fixed_outputs]
+        flat_head = head.reshape(head.shape[0], -1)
+        mean = torch.mv(flat_head.t(), mean_code)
+        deviations = torch.mm(centred, flat_head)
+        # The floor keeps the logarithm finite for weights that do not vary.
+        variance = deviations.square().sum(0) / (n_draws - 1) + 1e-12
+        prior_ratio = fan_in * variance
+        total += 0.5 * (prior_ratio + fan_in * mean.square() - 1.0 - torch.log(prior_ratio)).sum()
+        grad_mean = fan_in * mean
+        grad_deviations = deviations * ((fan_in - 1.0 / variance) / (n_draws - 1))
+        grad_flat_head = torch.outer(mean_code, grad_mean)
+        grad_flat_head.addmm_(centred.t(), grad_deviations)
+        grad_head.add_(grad_flat_head.view(grad_head.shape), alpha=coefficient)
+        # The centred codes' gradient has zero column means already (so does
+        # ``deviations``): no correction for the centring is needed.
+        grad_codes += torch.mm(grad_deviations, flat_head.t())
+        grad_codes += torch.mv(flat_head, grad_mean).unsqueeze(0) / n_draws
+    hypernet_backward(
+        grad_codes,
+        weight_noise,
+        hidden_inputs,
+        hidden_pre,
+        no_masks,
+        params,
+        grads,
+        n_hidden,
+        coefficient,
+    )
+    return total
 
 
 def _compile(function):
@@ -388,6 +549,13 @@ class FlatOptimizer:
             self.grads.append(self.flat_grad[offset : offset + numel].view_as(parameter))
             offset += numel
         self.n_hidden = len(getattr(model.weight_generator, "hidden_weights", []))
+        frozen = model.weight_generator.frozen_masks()
+        #: 0 where a gradient is dropped before each update; empty when none is.
+        self.trainable = torch.ones_like(self.flat) if frozen else empty
+        for parameter, mask in frozen.items():
+            start = parameter.data_ptr() - self.flat.data_ptr()
+            start //= self.flat.element_size()
+            self.trainable[start : start + mask.numel()] = mask.flatten()
         if state is None:
             self.exp_avg = torch.zeros_like(self.flat)
             self.exp_avg_sq = torch.zeros_like(self.flat)
@@ -469,9 +637,28 @@ class TrainingHistory:
     n_iter: int = 0
     n_samples_seen: int = 0
     best_state: dict = None
+    #: Adam steps taken since the parameters were initialised.
+    n_steps: int = 0
+    #: Mean weighted loss of the last epoch per output (data term only).
+    last_output_losses: list = field(default_factory=list)
     #: Fixed weight noise of the diffusion diagnostic; None to skip it.
     diffusion_noise: torch.Tensor = None
+    #: ``(mean, std)`` of the weight spread at initialisation, then per epoch.
+    initial_diffusion: tuple = None
     weight_diffusion: list = field(default_factory=list)
+    #: Adam steps taken at the end of each epoch of ``weight_diffusion``.
+    diffusion_steps: list = field(default_factory=list)
+
+    def collapse_step(self, fraction=0.01):
+        """Adam step at the end of the first epoch whose mean weight spread fell
+        below ``fraction`` of the initial one; None if it has not."""
+        if self.initial_diffusion is None:
+            return None
+        threshold = fraction * self.initial_diffusion[0]
+        for (spread, _), step in zip(self.weight_diffusion, self.diffusion_steps):
+            if spread < threshold:
+                return step
+        return None
 
     def record(self, loss, validation_score, tol, model):
         """Append one epoch and update the no-improvement counter.
@@ -508,23 +695,48 @@ class TrainingData:
         return self.X.shape[0]
 
 
-def run_epoch(model, optimizer, data, batch_size, shuffle, generator):
-    """One pass over ``data`` in mini-batches; returns the mean weighted loss."""
+def run_epoch(model, optimizer, data, batch_size, shuffle, generator, kl_weight=0.0):
+    """One pass over ``data`` in mini-batches.
+
+    ``kl_weight`` multiplies the weight KL estimate divided by the number of
+    rows, so that over an epoch the steps add up to the KL term of a
+    variational objective.
+
+    Returns
+    -------
+    output_losses : torch.Tensor
+        Mean weighted loss per output (the data term).
+    kl : float
+        Mean of the steps' KL estimates (0 without ``kl_weight``).
+    n_steps : int
+    """
     n_samples = data.n_samples
     device = data.X.device
     if shuffle:
         order = torch.randperm(n_samples, generator=generator, device=device)
     else:
         order = torch.arange(n_samples, device=device)
-    hidden_sizes = list(model.weight_generator.hidden_sizes)
+    weight_generator = model.weight_generator
+    hidden_sizes = list(weight_generator.hidden_sizes)
+    kl_coefficient = kl_weight / n_samples if weight_generator.noise_dim else 0.0
     # Noise is drawn for whole chunks of batches at once: fewer, larger draws.
     chunk = max(batch_size, NOISE_CHUNK_ROWS // batch_size * batch_size)
-    total = torch.zeros((), device=device)
+    total = None
+    kl_total = 0.0
     train = _train_rows()
     for start in range(0, n_samples, chunk):
         rows = order[start : start + chunk]
         noise = model.draw_noise(rows.shape[0], data.X.shape[1], generator)
-        total += train(
+        n_steps = -(-rows.shape[0] // batch_size)
+        if kl_coefficient > 0:
+            kl_noise = torch.randn(
+                (n_steps, KL_SAMPLES, weight_generator.noise_dim),
+                generator=generator,
+                device=device,
+            )
+        else:
+            kl_noise = torch.empty(0, device=device)
+        sums, kl_sum = train(
             data.X,
             data.targets,
             data.weights,
@@ -533,7 +745,7 @@ def run_epoch(model, optimizer, data, batch_size, shuffle, generator):
             data.loss,
             noise.input_noise,
             noise.weight_noise,
-            model.weight_generator.dropout_mask_matrix(noise.dropout_uniform),
+            weight_generator.dropout_mask_matrix(noise.dropout_uniform),
             hidden_sizes,
             optimizer.params,
             optimizer.grads,
@@ -544,8 +756,31 @@ def run_epoch(model, optimizer, data, batch_size, shuffle, generator):
             optimizer.exp_avg_sq,
             optimizer.step,
             optimizer.learning_rate,
+            kl_noise,
+            kl_coefficient,
+            getattr(weight_generator, "shared_outputs", 0),
+            optimizer.trainable,
         )
-    return float(total) / n_samples
+        total = sums if total is None else total + sums
+        kl_total += float(kl_sum)
+    n_steps = -(-n_samples // batch_size)
+    return total.cpu().double() / n_samples, kl_total / n_steps, n_steps
+
+
+def kl_scale(loss, history):
+    """Factor that puts the KL term on the scale of the loss as a likelihood.
+
+    Cross-entropy and the Gaussian likelihood are negative log-likelihoods
+    per row, so a variational objective adds ``KL / n_rows``: the factor is 1.
+    The squared error of standardised targets is ``2 sigma^2`` times the
+    negative log-likelihood of Gaussian noise of variance ``sigma^2``, up to a
+    constant, so the KL term is scaled by ``2 sigma^2``, with ``sigma^2`` the
+    last epoch's mean loss (1, the targets' variance, before the first).
+    """
+    if loss != SQUARED_ERROR:
+        return 1.0
+    losses = history.last_output_losses
+    return 2.0 * (sum(losses) / len(losses) if losses else 1.0)
 
 
 def train(
@@ -562,6 +797,7 @@ def train(
     generator,
     validation_score=None,
     verbose=0,
+    kl_weight=0.0,
 ):
     """Run up to ``max_epochs`` epochs, stopping as scikit-learn's MLP does.
 
@@ -587,6 +823,10 @@ def train(
         Called after every epoch; returns a score to maximise.  When given,
         the parameters with the best score are restored at the end.
     verbose : int
+    kl_weight : float
+        Weight of the KL term of the weight distribution, relative to a
+        variational objective (see :func:`kl_scale`); the recorded loss
+        includes the term.
 
     Returns
     -------
@@ -602,7 +842,11 @@ def train(
             for epoch in range(max_epochs):
                 # The last finished epoch's parameters, kept for divergence and Ctrl-C.
                 snapshot = optimizer.snapshot()
-                loss = run_epoch(model, optimizer, data, batch_size, shuffle, generator)
+                epoch_kl_weight = kl_weight * kl_scale(data.loss, history)
+                output_losses, kl, n_steps = run_epoch(
+                    model, optimizer, data, batch_size, shuffle, generator, epoch_kl_weight
+                )
+                loss = float(output_losses.mean()) + epoch_kl_weight * kl / data.n_samples
                 if not math.isfinite(loss):
                     optimizer.restore(snapshot, reset_moments=True)
                     warnings.warn(
@@ -616,11 +860,14 @@ def train(
                     break
                 score = validation_score() if validation_score is not None else None
                 history.n_samples_seen += data.n_samples
+                history.n_steps += n_steps
+                history.last_output_losses = output_losses.tolist()
                 history.record(loss, score, tol, model)
                 if history.diffusion_noise is not None:
                     history.weight_diffusion.append(
                         model.weight_generator.diffusion(history.diffusion_noise)
                     )
+                    history.diffusion_steps.append(history.n_steps)
                 if verbose:
                     report_epoch(
                         verbose,

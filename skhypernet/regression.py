@@ -38,6 +38,10 @@ class _StochasticRegressor(RegressorMixin, BaseStochasticNetwork):
     def _gaussian(self):
         return self.loss == "gaussian_nll"
 
+    def _weight_independent_outputs(self):
+        # The log-variances: one draw of the weights must not set the noise.
+        return self.n_outputs_ if self._gaussian() else 0
+
     def _validate_targets(self, X, y, reset):
         return validate_data(
             self, X, y, reset=reset, multi_output=True, y_numeric=True, dtype=np.float64
@@ -93,15 +97,21 @@ class _StochasticRegressor(RegressorMixin, BaseStochasticNetwork):
             return mean
         return mean, self._to_output_shape(np.sqrt(variance) * self.target_scale_)
 
-    def _after_training(self, X, targets, sample_weight):
-        # The noise of the squared-error model: the variance of the training
-        # residuals (optimistic where the network overfits).
+    def _after_training(self, validation_data):
+        # The observation noise of the squared-error model.  Held-out rows give
+        # an honest estimate; without them, the last epoch's training loss is
+        # free but optimistic where the network fits the training rows closely.
         if self._gaussian():
             self.noise_variance_ = None
             return
-        X_tensor = torch.tensor(X, dtype=torch.float64)
-        networks = self._predictive_mean(X_tensor)
-        residual_variance = np.average((targets - networks) ** 2, axis=0, weights=sample_weight)
+        if validation_data is None:
+            # Before any finished epoch the network knows nothing: the targets'
+            # own (standardised) variance is the noise.
+            residual_variance = np.asarray(self._history.last_output_losses or 1.0)
+        else:
+            X_val, targets_val, weight_val = validation_data
+            residuals = targets_val.reshape(len(targets_val), -1) - self._predictive_mean(X_val)
+            residual_variance = np.average(residuals**2, axis=0, weights=weight_val)
         self.noise_variance_ = residual_variance * self.target_scale_**2
 
     def _validation_score(self, X, y, sample_weight):
@@ -242,6 +252,7 @@ class HyperNetRegressor(HyperNetworkFamily, _StochasticRegressor):
         noise_dim=10,
         hyper_hidden_layer_sizes=(100, 50),
         hyper_dropout=0.5,
+        kl_weight=0.0,
         input_noise=0.5,
         n_predict_samples=100,
         batch_size="auto",

@@ -36,19 +36,24 @@ def test_uci_harness_records_table_and_resume(tmp_path, capsys):
     assert main(args) == 0
     out = capsys.readouterr().out
     records = read_records(results)
-    assert len(records) == 2 * 2 * 2  # data sets x splits x methods
+    assert len(records) == 2 * 2 * 3  # data sets x splits x methods
     record = records[0]
     assert set(record) >= {"dataset", "split", "method", "rmse", "settings", "fit_seconds"}
     assert record["settings"]["epochs"] == 3 and record["settings"]["batch_size"] == 1
     assert len(record["rmse_tracked_epochs"]) == 2
-    assert "| SGD (ours) | HyperNet (ours) |" in out
-    assert "| LL SGD (ours) | LL HyperNet (ours) |" in out
+    assert "| SGD (ours) | HyperNet (ours) | HyperNet-KL (ours) |" in out
+    assert "| LL SGD | LL HyperNet | LL HyperNet-KL |" in out
+    assert "| final spread HyperNet | final spread HyperNet-KL |" in out
+    regularised = next(r for r in records if r["method"] == "HyperNet-KL")
+    assert regularised["settings"]["kl_weight"] > 0
+    assert "kl_weight" not in record["settings"] or record["method"] == "HyperNet-KL"
+    assert len(regularised["weight_diffusion_steps"]) == 3
     assert 0 <= record["coverage_90"] <= 1 and np.isfinite(record["ll"])
-    assert "[8/8]" in out  # progress per data set and split
+    assert "[12/12]" in out  # progress per data set and split
 
     assert main(args + ["--resume"]) == 0
-    assert "8 of 8 results already present; running 0." in capsys.readouterr().out
-    assert len(read_records(results)) == 8
+    assert "12 of 12 results already present; running 0." in capsys.readouterr().out
+    assert len(read_records(results)) == 12
     assert (
         main(
             [
@@ -67,7 +72,7 @@ def test_uci_harness_records_table_and_resume(tmp_path, capsys):
         )
         == 0
     )
-    assert "4 of 6 results already present; running 2." in capsys.readouterr().out
+    assert "6 of 9 results already present; running 3." in capsys.readouterr().out
 
 
 def test_uci_harness_options_reach_the_model(tmp_path):

@@ -21,10 +21,12 @@ def test_contraction_order_rule():
     assert _engine.contracts_inputs_first(256, 401, 10)  # MNIST last layer
 
 
-def build(family, input_noise=0.5, hidden=(6, 4), dropout=0.5, shapes=SHAPES):
+def build(family, input_noise=0.5, hidden=(6, 4), dropout=0.5, shapes=SHAPES, shared_outputs=0):
     generator = torch.Generator().manual_seed(0)
     if family == "hyper":
-        weights = HyperNetwork(shapes, 3, list(hidden), dropout, generator)
+        weights = HyperNetwork(
+            shapes, 3, list(hidden), dropout, generator, shared_outputs=shared_outputs
+        )
     else:
         weights = PointEstimate(shapes, generator)
     return StochasticMLP(weights, input_noise)
@@ -81,38 +83,122 @@ def test_hand_written_gradients_equal_autograd(family, input_noise, hidden, drop
             optimizer.grads,
             optimizer.n_hidden,
         )
-    torch.testing.assert_close(total / n, mean_loss.detach())
+    torch.testing.assert_close(total.mean() / n, mean_loss.detach())
     computed = [g for g in optimizer.grads if g.numel()]
     assert len(computed) == len(expected)
     for got, want in zip(computed, expected):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
-def reference_epoch(model, optimizer, data, batch_size, generator):
-    """The straightforward loop: autograd and torch.optim.Adam."""
+def reference_kl(model, weight_noise):
+    """The weight KL estimate of ``_engine.kl_gradients``, with autograd."""
+    generator = model.weight_generator
+    codes = generator.codes(weight_noise, weight_noise.new_empty(0))
+    total = 0.0
+    for index, head in enumerate(generator.heads):
+        fan_in = head.shape[1] - 1
+        if index == len(generator.heads) - 1 and generator.shared_outputs:
+            head = head[:, :, : -generator.shared_outputs]
+        weights = torch.tensordot(codes, head, dims=1).flatten(1)
+        variance = weights.var(dim=0) + 1e-12
+        mean = weights.mean(dim=0)
+        ratio = fan_in * variance
+        total = total + 0.5 * (ratio + fan_in * mean.square() - 1.0 - torch.log(ratio)).sum()
+    return total
+
+
+@pytest.mark.parametrize("shared_outputs", [0, 1])
+def test_kl_gradients_equal_autograd(shared_outputs):
+    model = build("hyper", shared_outputs=shared_outputs)
+    weight_noise = torch.randn(16, 3, generator=torch.Generator().manual_seed(3))
+    reference_kl(model, weight_noise).backward()
+    expected = [p.grad.clone() for p in _engine._parameter_list(model)[1:]]
+    optimizer = _engine.FlatOptimizer(model, 1e-3)
+    optimizer.flat_grad.fill_(1.0)  # the KL gradient is added to what is there
+    with torch.no_grad():
+        value = _engine.kl_gradients(
+            weight_noise,
+            optimizer.params,
+            optimizer.grads,
+            optimizer.n_hidden,
+            0.5,
+            shared_outputs,
+        )
+    torch.testing.assert_close(value, reference_kl(model, weight_noise).detach())
+    for got, want in zip(optimizer.grads[1:], expected):
+        torch.testing.assert_close(got, 1.0 + 0.5 * want, rtol=1e-4, atol=1e-4)
+
+
+def reference_epoch(model, optimizer, data, batch_size, generator, kl_weight=0.0, masks=None):
+    """The straightforward loop: autograd and torch.optim.Adam.
+
+    Returns the mean data loss per output and the mean KL estimate per step.
+    """
     order = torch.randperm(data.n_samples, generator=generator)
     noise = model.draw_noise(data.n_samples, data.X.shape[1], generator)
-    total = 0.0
-    for start in range(0, data.n_samples, batch_size):
+    n_steps = -(-data.n_samples // batch_size)
+    if kl_weight:
+        kl_noise = torch.randn((n_steps, _engine.KL_SAMPLES, 3), generator=generator)
+    total, kl_total = 0.0, 0.0
+    for step, start in enumerate(range(0, data.n_samples, batch_size)):
         rows = slice(start, start + batch_size)
         index = order[rows]
         outputs = model(data.X[index], noise.rows(rows))
-        losses = data.weights[index] * _engine.row_loss(outputs, data.targets[index], data.loss)
+        if data.loss == _engine.CROSS_ENTROPY:
+            losses = _engine.row_loss(outputs, data.targets[index], data.loss)[:, None]
+        elif data.loss == _engine.GAUSSIAN_NLL:
+            means, log_variances = _engine.split_gaussian(outputs)
+            scaled = (data.targets[index] - means).square() * torch.exp(-log_variances)
+            losses = 0.5 * (log_variances + scaled)
+        else:
+            losses = (outputs - data.targets[index]).square()
+        losses = data.weights[index, None] * losses
+        objective = losses.mean(dim=1).mean()
+        if kl_weight:
+            kl = reference_kl(model, kl_noise[step])
+            objective = objective + kl_weight / data.n_samples * kl
+            kl_total += float(kl.detach())
         optimizer.zero_grad()
-        losses.mean().backward()
+        objective.backward()
+        for parameter, mask in (masks or {}).items():
+            parameter.grad *= mask
         optimizer.step()
-        total += float(losses.detach().sum())
-    return total / data.n_samples
+        total = total + losses.detach().sum(dim=0)
+    return total.double() / data.n_samples, kl_total / n_steps
 
 
-@pytest.mark.parametrize("family", ["hyper", "point"])
-@pytest.mark.parametrize("loss", LOSSES)
+EPOCH_CASES = [
+    ("hyper", _engine.SQUARED_ERROR, 0.0),
+    ("hyper", _engine.CROSS_ENTROPY, 0.0),
+    ("hyper", _engine.GAUSSIAN_NLL, 0.0),
+    ("hyper", _engine.SQUARED_ERROR, 0.5),
+    ("hyper", _engine.GAUSSIAN_NLL, 0.5),
+    ("point", _engine.SQUARED_ERROR, 0.0),
+    ("point", _engine.CROSS_ENTROPY, 0.0),
+    ("point", _engine.GAUSSIAN_NLL, 0.0),
+]
+
+
+@pytest.mark.parametrize("family, loss, kl_weight", EPOCH_CASES)
 @pytest.mark.parametrize("scripted", [True, False], ids=["torchscript", "python"])
-def test_training_epochs_equal_autograd_and_torch_adam(family, loss, scripted, monkeypatch):
+def test_training_epochs_equal_autograd_and_torch_adam(
+    family, loss, kl_weight, scripted, monkeypatch
+):
     if not scripted:
         monkeypatch.setitem(_engine._compiled, "train_rows", _engine.train_rows)
-    model = build(family)
+    # With the Gaussian likelihood the log-variance output is weight-independent.
+    shared = 1 if loss == _engine.GAUSSIAN_NLL and family == "hyper" else 0
+    model = build(family, shared_outputs=shared)
     reference = copy.deepcopy(model)
+    masks = {
+        dict(reference.named_parameters())[name]: mask
+        for name, mask in (
+            (name, model.weight_generator.frozen_masks().get(parameter))
+            for name, parameter in model.named_parameters()
+        )
+        if mask is not None
+    }
+    assert bool(masks) == bool(shared)
     x, y, w = batch(40, loss)
     data = _engine.TrainingData(x, y, w, loss)
     optimizer = _engine.FlatOptimizer(model, 1e-2)
@@ -121,11 +207,20 @@ def test_training_epochs_equal_autograd_and_torch_adam(family, loss, scripted, m
     reference_generator = torch.Generator().manual_seed(5)
     for _ in range(3):
         with torch.no_grad():
-            loss = _engine.run_epoch(model, optimizer, data, 8, True, fast_generator)
-        expected = reference_epoch(reference, torch_adam, data, 8, reference_generator)
-        assert loss == pytest.approx(expected, rel=1e-5)
+            losses, kl, n_steps = _engine.run_epoch(
+                model, optimizer, data, 8, True, fast_generator, kl_weight
+            )
+        expected, expected_kl = reference_epoch(
+            reference, torch_adam, data, 8, reference_generator, kl_weight, masks
+        )
+        assert n_steps == 5
+        torch.testing.assert_close(losses, expected, rtol=1e-5, atol=1e-6)
+        assert kl == pytest.approx(expected_kl, rel=1e-5)
     for got, want in zip(model.parameters(), reference.parameters()):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    if shared:
+        frozen = model.weight_generator.heads[-1][:-1, :, -shared:]
+        assert torch.count_nonzero(frozen) == 0
 
 
 def test_flat_optimizer_shares_memory_with_the_model():

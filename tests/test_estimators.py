@@ -121,8 +121,9 @@ def test_any_label_type(cls, labels):
 def test_batch_size_rules():
     assert resolve_batch_size("auto", 1000) == 32
     assert resolve_batch_size("auto", 10) == 10
-    assert resolve_batch_size("paper", 5000) == 1
-    assert resolve_batch_size("paper", 5001) == 512
+    # The paper's 5,000 points of a data set are 4,500 training rows of its splits.
+    assert resolve_batch_size("paper", 4500) == 1
+    assert resolve_batch_size("paper", 4501) == 512
     assert resolve_batch_size(64, 10) == 10
     X, y = regression_data(n=40)
     model = HyperNetRegressor(batch_size="paper", max_iter=2, random_state=0).fit(X, y)

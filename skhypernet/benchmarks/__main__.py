@@ -1,7 +1,8 @@
 """Command line of the benchmarks: ``python -m skhypernet.benchmarks COMMAND``.
 
 Commands: ``uci`` (Table 1), ``mnist`` (Table 2), ``figure2`` (weight
-diffusion, Figure 2), ``speed`` (the training engine against scikit-learn's
+diffusion, Figure 2), ``kl-weight`` (cross-validation of ``kl_weight`` on
+training rows), ``speed`` (the training engine against scikit-learn's
 MLP), ``memory`` (peak memory of predict on many rows) and ``search`` (a
 parallel GridSearchCV).
 ``COMMAND --help`` lists each one's options.
@@ -10,7 +11,7 @@ parallel GridSearchCV).
 import argparse
 import sys
 
-from . import memory, mnist, search, speed, uci
+from . import kl_weight, memory, mnist, search, speed, uci
 
 
 def main(argv=None):
@@ -23,6 +24,9 @@ def main(argv=None):
     uci.add_arguments(
         commands.add_parser("figure2", help="weight diffusion, Figure 2"), figure=True
     )
+    kl_weight.add_arguments(
+        commands.add_parser("kl-weight", help="choose kl_weight by cross-validation")
+    )
     speed.add_arguments(commands.add_parser("speed", help="training engine speed"))
     memory.add_arguments(commands.add_parser("memory", help="peak memory of predict"))
     search.add_arguments(commands.add_parser("search", help="GridSearchCV, n_jobs=1 vs 2"))
@@ -31,6 +35,7 @@ def main(argv=None):
         "uci": uci.run,
         "mnist": mnist.run,
         "figure2": uci.run_figure,
+        "kl-weight": kl_weight.run,
         "speed": speed.run,
         "memory": memory.run,
         "search": search.run,

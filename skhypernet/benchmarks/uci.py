@@ -17,6 +17,7 @@ from joblib import Parallel, delayed
 from sklearn.exceptions import ConvergenceWarning
 
 from .. import HyperNetRegressor, SGDBaseline
+from .._base import resolve_batch_size
 from ..datasets import list_uci_datasets, load_uci, uci_n_splits
 from ._results import (
     Progress,
@@ -27,10 +28,17 @@ from ._results import (
     read_reference,
 )
 
-METHODS = {"HyperNet": HyperNetRegressor, "SGD": SGDBaseline}
+#: Method name: (estimator class, whether it takes the KL weight of the settings).
+METHODS = {
+    "SGD": (SGDBaseline, False),
+    "HyperNet": (HyperNetRegressor, False),
+    "HyperNet-KL": (HyperNetRegressor, True),
+}
+#: ``kl_weight`` of the regularised method, chosen by cross-validation on the
+#: training rows of split 0 (``python -m skhypernet.benchmarks kl-weight``).
+DEFAULT_KL_WEIGHT = 0.1
 WIDE_DATASETS = ("protein-tertiary-structure", "YearPredictionMSD")
 PAPER_EPOCHS = 2000
-PAPER_BATCH_THRESHOLD = 5000
 
 
 def add_arguments(parser, *, figure=False):
@@ -74,6 +82,13 @@ def add_arguments(parser, *, figure=False):
         choices=["squared_error", "gaussian_nll"],
         help="training loss of both methods (paper: squared_error)",
     )
+    parser.add_argument(
+        "--kl-weight",
+        type=float,
+        default=DEFAULT_KL_WEIGHT,
+        help="kl_weight of the regularised method HyperNet-KL (default: %(default)s, chosen "
+        "by cross-validation on training rows with the kl-weight command)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="base seed (plus the split)")
     parser.add_argument("--jobs", type=int, default=1, help="parallel worker processes")
     parser.add_argument("--results", required=True, help="JSON-lines results file")
@@ -97,9 +112,14 @@ def add_arguments(parser, *, figure=False):
         parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
 
 
-def batch_size_for(rule, n_points):
+def batch_size_for(rule, n_train):
+    """The batch size of ``--batch-rule`` for a training set of ``n_train`` rows.
+
+    'paper' is the estimators' own ``batch_size='paper'`` rule, so the harness
+    and a user's fit agree.
+    """
     if rule == "paper":
-        return 1 if n_points <= PAPER_BATCH_THRESHOLD else 512
+        return resolve_batch_size("paper", n_train)
     if rule == "auto":
         return "auto"
     return int(rule)
@@ -148,6 +168,24 @@ def standardise(train, test):
     return (train - mean) / scale, (test - mean) / scale, mean, scale
 
 
+def build_model(method, settings):
+    """The estimator of ``method`` with the run's settings."""
+    estimator, regularised = METHODS[method]
+    extra = {}
+    if estimator is HyperNetRegressor:
+        extra["n_predict_samples"] = settings["predict_samples"]
+    if regularised:
+        extra["kl_weight"] = settings["kl_weight"]
+    return estimator(
+        hidden_layer_sizes=(settings["hidden"],),
+        loss=settings["loss"],
+        batch_size=settings["batch_size"],
+        n_iter_no_change=np.inf,
+        random_state=settings["seed"],
+        **extra,
+    )
+
+
 def run_task(task):
     """Train one method on one split; return its result record."""
     import torch
@@ -158,18 +196,7 @@ def run_task(task):
     X_train, X_test, _, _ = standardise(X_train, X_test)
     y_train_n, _, y_mean, y_scale = standardise(y_train, y_test)
     settings = task["settings"]
-    model = METHODS[task["method"]](
-        hidden_layer_sizes=(settings["hidden"],),
-        loss=settings["loss"],
-        batch_size=settings["batch_size"],
-        n_iter_no_change=np.inf,
-        random_state=settings["seed"],
-        **(
-            {"n_predict_samples": settings["predict_samples"]}
-            if task["method"] == "HyperNet"
-            else {}
-        ),
-    )
+    model = build_model(task["method"], settings)
 
     def test_scores(fitted):
         # Predictions are in normalised units: scale back to the original ones.
@@ -189,8 +216,11 @@ def run_task(task):
         "n_train": len(y_train),
         "n_test": len(y_test),
     }
-    if task["method"] == "HyperNet":
+    if hasattr(model, "weight_diffusion_"):
         record["weight_diffusion"] = model.weight_diffusion_.tolist()
+        record["weight_diffusion_steps"] = model.weight_diffusion_steps_.tolist()
+        record["initial_weight_diffusion"] = model.initial_weight_diffusion_
+        record["weight_collapse_step"] = model.weight_collapse_step_
     return record
 
 
@@ -200,36 +230,41 @@ def plan(args, splits_of, methods):
     tasks = []
     for dataset in datasets:
         folder = os.path.join(args.data, dataset)
-        n_points = sum(len(part) for part in load_uci(folder, 0)[2:])
+        n_train = len(load_uci(folder, 0)[2])
         settings = {
             "epochs": args.epochs,
             "track_epochs": args.track_epochs,
             "hidden": hidden_for(dataset, args.hidden),
-            "batch_size": batch_size_for(args.batch_rule, n_points),
+            "batch_size": batch_size_for(args.batch_rule, n_train),
             "predict_samples": args.predict_samples,
             "loss": args.loss,
         }
         for split in splits_of(folder):
             for method in methods:
+                method_settings = {**settings, "seed": args.seed + split}
+                if METHODS[method][1]:
+                    method_settings["kl_weight"] = args.kl_weight
                 tasks.append(
                     {
                         "data": args.data,
                         "dataset": dataset,
                         "split": split,
                         "method": method,
-                        "settings": {**settings, "seed": args.seed + split},
+                        "settings": method_settings,
                     }
                 )
     return tasks
 
 
-def execute(tasks, store, jobs, out):
-    """Run the tasks not yet in ``store``, appending each record as it finishes."""
-    todo = [
-        t
-        for t in tasks
-        if not store.has({k: t[k] for k in ("dataset", "split", "method", "settings")})
-    ]
+def execute(tasks, store, jobs, out, task_runner=None, key_fields=None):
+    """Run the tasks not yet in ``store``, appending each record as it finishes.
+
+    ``task_runner`` turns a task into its record (default :func:`run_task`);
+    a task is done when a record matches it on ``key_fields``.
+    """
+    task_runner = task_runner or run_task
+    key_fields = key_fields or ("dataset", "split", "method", "settings")
+    todo = [t for t in tasks if not store.has({k: t[k] for k in key_fields})]
     print(
         f"{len(tasks) - len(todo)} of {len(tasks)} results already present; running {len(todo)}.",
         file=out,
@@ -237,12 +272,12 @@ def execute(tasks, store, jobs, out):
     )
     progress = Progress(len(todo), time.perf_counter)
     runner = Parallel(n_jobs=jobs, return_as="generator_unordered")
-    for record in runner(delayed(run_task)(task) for task in todo):
+    for record in runner(delayed(task_runner)(task) for task in todo):
         store.append(record)
+        where = " ".join(f"{k} {record[k]}" for k in key_fields[1:-2])
         print(
             progress.line(
-                f"{record['dataset']} split {record['split']} "
-                f"{record['method']}: RMSE {record['rmse']:.3f}"
+                f"{record['dataset']} {where} {record['method']}: RMSE {record['rmse']:.3f}"
             ),
             file=out,
             flush=True,
@@ -257,10 +292,19 @@ def _by_dataset_and_method(records):
     return grouped
 
 
+OUR_METHODS = ("SGD", "HyperNet", "HyperNet-KL")
+
+
+def _measured_cell(found, name, digits=2):
+    values = [r[name] for r in found if r.get(name) is not None]
+    return format_estimate(*mean_and_standard_error(values), digits=digits) if values else "–"
+
+
 def summary_table(records):
     """Table 1 layout: published columns beside the measured ones."""
     reference = {row["folder"]: row for row in read_reference("paper_table1_uci_rmse.csv")}
     by_dataset = _by_dataset_and_method(records)
+    methods = [m for m in OUR_METHODS if any(m in found for found in by_dataset.values())]
     header = [
         "Dataset",
         "N",
@@ -271,13 +315,12 @@ def summary_table(records):
         "VMG",
         "SGD (paper)",
         "HyperNet (paper)",
-        "SGD (ours)",
-        "HyperNet (ours)",
+        *(f"{method} (ours)" for method in methods),
         "splits",
         "epochs",
     ]
     rows = []
-    for dataset, methods in sorted(by_dataset.items()):
+    for dataset, found in sorted(by_dataset.items()):
         published = reference.get(dataset)
         cells = [
             published["dataset"] if published else dataset,
@@ -290,35 +333,39 @@ def summary_table(records):
                 cells.append(format_estimate(float(published[column]), error))
             else:
                 cells.append("–")
-        for method in ("SGD", "HyperNet"):
-            found = methods.get(method, [])
-            cells.append(
-                format_estimate(*mean_and_standard_error([r["rmse"] for r in found]))
-                if found
-                else "–"
-            )
-        first = next(iter(methods.values()))
+        cells += [_measured_cell(found.get(method, []), "rmse") for method in methods]
+        first = next(iter(found.values()))
         cells += [str(len(first)), str(first[0]["settings"]["epochs"])]
         rows.append(cells)
     return markdown_table(header, rows)
 
 
+def final_spread(record):
+    """Mean weight spread after the last epoch, or None for point estimates."""
+    diffusion = record.get("weight_diffusion")
+    return diffusion[-1][0] if diffusion else None
+
+
 def uncertainty_table(records):
-    """Test log-likelihood and 90 % interval coverage beside MC dropout's."""
-    reference = {row["folder"]: row for row in read_reference("mc_dropout_2018_uci.csv")}
+    """Test log-likelihood, 90 % interval coverage and final weight spread,
+    beside the published MC dropout and deep-ensembles log-likelihoods."""
+    dropout = {row["folder"]: row for row in read_reference("mc_dropout_2018_uci.csv")}
+    ensembles = {row["folder"]: row for row in read_reference("deep_ensembles_2017_uci.csv")}
     by_dataset = _by_dataset_and_method([r for r in records if "ll" in r])
+    methods = [m for m in OUR_METHODS if any(m in found for found in by_dataset.values())]
+    spread_methods = [m for m in methods if m != "SGD"]
     header = [
         "Dataset",
         "LL MC dropout (bayesopt)",
         "LL MC dropout (grid)",
-        "LL SGD (ours)",
-        "LL HyperNet (ours)",
-        "90 % coverage SGD",
-        "90 % coverage HyperNet",
+        "LL deep ensembles",
+        *(f"LL {method}" for method in methods),
+        *(f"90 % coverage {method}" for method in methods),
+        *(f"final spread {method}" for method in spread_methods),
     ]
     rows = []
-    for dataset, methods in sorted(by_dataset.items()):
-        published = reference.get(dataset)
+    for dataset, found in sorted(by_dataset.items()):
+        published = dropout.get(dataset)
         cells = [published["dataset"] if published else dataset]
         for column in ("ll_bayesopt", "ll_grid"):
             cells.append(
@@ -326,16 +373,16 @@ def uncertainty_table(records):
                 if published
                 else "–"
             )
-        for name in ("ll", "coverage_90"):
-            for method in ("SGD", "HyperNet"):
-                found = [r[name] for r in methods.get(method, [])]
-                cells.append(
-                    format_estimate(
-                        *mean_and_standard_error(found), digits=3 if name == "coverage_90" else 2
-                    )
-                    if found
-                    else "–"
-                )
+        ensemble = ensembles.get(dataset)
+        cells.append(
+            format_estimate(float(ensemble["ll"]), float(ensemble["ll_se"])) if ensemble else "–"
+        )
+        cells += [_measured_cell(found.get(m, []), "ll") for m in methods]
+        cells += [_measured_cell(found.get(m, []), "coverage_90", 3) for m in methods]
+        for method in spread_methods:
+            spreads = [final_spread(r) for r in found.get(method, [])]
+            spreads = [value for value in spreads if value is not None]
+            cells.append(f"{np.mean(spreads):.4f}" if spreads else "–")
         rows.append(cells)
     return markdown_table(header, rows)
 
