@@ -99,23 +99,37 @@ class _StochasticRegressor(RegressorMixin, BaseStochasticNetwork):
 
     def _after_training(self, validation_data):
         # The observation noise of the squared-error model.  Held-out rows give
-        # an honest estimate; without them, the last epoch's training loss is
+        # an honest estimate, taken from the scoring of the epoch whose
+        # parameters were kept; without them, the last epoch's training loss is
         # free but optimistic where the network fits the training rows closely.
+        epoch_noise = getattr(self, "_epoch_validation_noise", [])
+        self._epoch_validation_noise = []
         if self._gaussian():
             self.noise_variance_ = None
-            return
-        if validation_data is None:
+        elif validation_data is None:
             # Before any finished epoch the network knows nothing: the targets'
             # own (standardised) variance is the noise.
-            residual_variance = np.asarray(self._history.last_output_losses or 1.0)
+            losses = np.asarray(self._history.last_output_losses or 1.0)
+            self.noise_variance_ = losses * self.target_scale_**2
+        elif epoch_noise:
+            scores = self._history.validation_scores[-len(epoch_noise) :]
+            self.noise_variance_ = epoch_noise[int(np.argmax(scores))]
         else:
             X_val, targets_val, weight_val = validation_data
             residuals = targets_val.reshape(len(targets_val), -1) - self._predictive_mean(X_val)
             residual_variance = np.average(residuals**2, axis=0, weights=weight_val)
-        self.noise_variance_ = residual_variance * self.target_scale_**2
+            self.noise_variance_ = residual_variance * self.target_scale_**2
 
     def _validation_score(self, X, y, sample_weight):
-        return r2_score(y, self._predict_tensor(X), sample_weight=sample_weight)
+        predicted = self._predict_tensor(X)
+        if not self._gaussian():
+            residuals = np.reshape(y, (len(y), -1)) - np.reshape(predicted, (len(y), -1))
+            if not hasattr(self, "_epoch_validation_noise"):
+                self._epoch_validation_noise = []
+            self._epoch_validation_noise.append(
+                np.average(residuals**2, axis=0, weights=sample_weight)
+            )
+        return r2_score(y, predicted, sample_weight=sample_weight)
 
     def partial_fit(self, X, y, sample_weight=None):
         """Train for one epoch on X and y, continuing from the current state.

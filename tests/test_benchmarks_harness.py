@@ -167,8 +167,10 @@ def test_figure2_harness_writes_png(tmp_path):
     )
     assert figure.stat().st_size > 1000
     records = read_records(tmp_path / "fig.jsonl")
-    assert len(records) == 2
-    assert len(records[0]["weight_diffusion"]) == 3 == len(records[0]["rmse_tracked_epochs"])
+    assert sorted(r["method"] for r in records) == ["HyperNet"] * 2 + ["HyperNet-KL"] * 2
+    for record in records:
+        assert len(record["weight_diffusion"]) == 3 == len(record["rmse_tracked_epochs"])
+        assert len(record["weight_diffusion_steps"]) == 3
 
 
 def test_mnist_harness(tmp_path, capsys):
@@ -226,3 +228,29 @@ def test_shared_uci_data_in_the_harness(shared_datasets, tmp_path):
     )
     (record,) = read_records(results)
     assert record["n_train"] + record["n_test"] == 506
+
+
+def test_kl_weight_cross_validation_uses_training_rows_only(tmp_path, capsys, monkeypatch):
+    from skhypernet.benchmarks import kl_weight
+
+    write_uci_folder(tmp_path / "data", name="toy", n_rows=60, n_splits=1)
+    seen = []
+    original = kl_weight.load_uci
+
+    def recording_load(folder, split):
+        parts = original(folder, split)
+        seen.append(parts)
+        return parts
+
+    monkeypatch.setattr(kl_weight, "load_uci", recording_load)
+    results = tmp_path / "cv.jsonl"
+    args = ["kl-weight", "--data", str(tmp_path / "data"), "--datasets", "toy"]
+    args += ["--weights", "0", "0.5", "--folds", "2", "--epochs", "2", "--results", str(results)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    records = read_records(results)
+    assert len(records) == 2 * 2  # weights x folds
+    assert "Best mean rank of validation log-likelihood: kl_weight=" in out
+    n_train = len(seen[0][2])
+    # Every fold scores rows of the training part of the split: half of them.
+    assert all(r["n_validation"] == n_train // 2 for r in records)

@@ -26,6 +26,8 @@ def test_report_shows_ratios_and_targets():
         "matmul_gflops": 400.0,
         "mnist_step_peak_bytes": 100 * 2**20,
         "predict_seconds": 0.3,
+        "batch_1_kl": 0.18,
+        "noise_pass_fractions": {"False": 0.0001, "True": 0.002},
     }
     table = speed.report(figures)
     assert "| 1.20 | <= 1.0 |" in table

@@ -128,3 +128,18 @@ def test_gaussian_nll_hypernet_trains_at_batch_size_one_on_real_data():
     assert float(last[:-1, :, 1:].abs().max()) == 0.0
     _, std = hypernet.predict(X, return_std=True)
     assert np.all(np.isfinite(std)) and np.all(std > 0)
+
+
+def test_regularised_spread_grows_beyond_the_data_but_not_in_the_gap():
+    # The gallery's example: data on -4 < x < -1 and 1 < x < 4.
+    rng = np.random.RandomState(0)
+    X = np.concatenate([rng.uniform(-4, -1, 150), rng.uniform(1, 4, 150)])[:, None]
+    y = np.sin(X[:, 0]) + 0.1 * X[:, 0] ** 2 + 0.15 * rng.normal(size=len(X))
+    model = fit_quietly(HyperNetRegressor(max_iter=400, kl_weight=0.1, random_state=0), X, y)
+    points = np.array([[-6.0], [6.0], [-2.5], [2.5], [0.0]])
+    _, std = model.predict(points, return_std=True)
+    epistemic = np.sqrt(np.maximum(std**2 - model.noise_variance_, 0.0))
+    beyond, on_data, gap = epistemic[:2].mean(), epistemic[2:4].mean(), epistemic[4]
+    assert beyond > 2 * on_data
+    # What the gallery says: no widening between the clusters.
+    assert gap < 2 * on_data

@@ -1,11 +1,21 @@
 """
-Uncertainty where there is no data
-==================================
+Uncertainty away from the data
+==============================
 
-A 1-D regression whose training data has a gap between x = -1 and x = 1.
-HyperNetRegressor's predictive band (mean +- 2 standard deviations) widens in
-the gap, where the weight samples disagree; SGDBaseline's band, the noise term
-alone, does not.
+A 1-D regression whose training data covers -4 < x < -1 and 1 < x < 4, with
+a gap between.  Each panel shows the predictive band (mean ± 2 standard
+deviations of ``predict(return_std=True)``) and, darker, its epistemic part:
+± 2 standard deviations of the weight samples' predictions alone.
+
+- SGDBaseline: one network, so the band is the noise estimate alone.
+- HyperNetRegressor, the paper's objective: the weight distribution has
+  shrunk to nearly one network; its small spread grows only beyond the data.
+- HyperNetRegressor with ``kl_weight=0.1`` (beyond the paper): the weights
+  keep a distribution whose spread grows beyond the data's range (|x| > 4),
+  several times its size on the data.  It does not grow in the gap: like
+  other mean-field-style objectives (Foong et al., 2019, "'In-Between'
+  Uncertainty in Bayesian Neural Networks"), this one does not express
+  uncertainty between clusters of data.
 """
 
 import matplotlib.pyplot as plt
@@ -16,27 +26,41 @@ from skhypernet import HyperNetRegressor, SGDBaseline
 rng = np.random.RandomState(0)
 X = np.concatenate([rng.uniform(-4, -1, 150), rng.uniform(1, 4, 150)])[:, None]
 y = np.sin(X[:, 0]) + 0.1 * X[:, 0] ** 2 + 0.15 * rng.normal(size=len(X))
-grid = np.linspace(-5, 5, 400)[:, None]
+grid = np.linspace(-6, 6, 400)[:, None]
 
-figure, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
-for axis, model in zip(
-    axes,
-    [HyperNetRegressor(max_iter=400, random_state=0), SGDBaseline(max_iter=400, random_state=0)],
-):
+models = {
+    "SGDBaseline": SGDBaseline(max_iter=400, random_state=0),
+    "HyperNetRegressor (paper)": HyperNetRegressor(max_iter=400, random_state=0),
+    "HyperNetRegressor, kl_weight=0.1": HyperNetRegressor(
+        max_iter=400, kl_weight=0.1, random_state=0
+    ),
+}
+figure, axes = plt.subplots(1, 3, figsize=(13, 3.8), sharey=True)
+for axis, (name, model) in zip(axes, models.items()):
     model.fit(X, y)
     mean, std = model.predict(grid, return_std=True)
+    # The weight samples' spread: the predictive variance less the noise.
+    epistemic = np.sqrt(np.maximum(std**2 - model.noise_variance_, 0.0))
     axis.fill_between(
         grid[:, 0],
         mean - 2 * std,
         mean + 2 * std,
         color="tab:blue",
-        alpha=0.25,
+        alpha=0.2,
         label="mean ± 2 std",
+    )
+    axis.fill_between(
+        grid[:, 0],
+        mean - 2 * epistemic,
+        mean + 2 * epistemic,
+        color="tab:blue",
+        alpha=0.5,
+        label="weight spread ± 2 std",
     )
     axis.plot(grid[:, 0], mean, color="tab:blue", label="predictive mean")
     axis.scatter(X[:, 0], y, s=6, color="k", label="training data")
     axis.axvspan(-1, 1, color="0.92", zorder=0)
-    axis.set_title(type(model).__name__)
+    axis.set_title(name, fontsize=10)
     axis.set_xlabel("x")
 axes[0].set_ylabel("y")
 axes[0].legend(loc="upper center", fontsize=8)

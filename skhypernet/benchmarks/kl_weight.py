@@ -84,6 +84,7 @@ def run_task(task):
         "settings": settings,
         **predictive_scores(y[validation], mean * y_scale + y_mean, std * y_scale),
         "fit_seconds": time.perf_counter() - start,
+        "n_validation": len(validation),
     }
 
 

@@ -7,7 +7,9 @@ Prints a Markdown table of four measurements and their ratios:
 3. a training step of the MNIST 2x400 hypernetwork at batch size 256:
    achieved GFLOP/s over the fp32 matmul GFLOP/s of the same machine, and the
    peak memory the step adds;
-4. predict time for 10,000 rows with S = 100 weight samples.
+4. predict time for 10,000 rows with S = 100 weight samples;
+5. the cost of ``kl_weight=0.1`` at batch size 1, and of the noise estimate
+   after a fit relative to an epoch.
 """
 
 import json
@@ -56,11 +58,16 @@ def epoch_seconds(make_estimator, X, y, repeats, epochs=(1, 4)):
     return (best[epochs[1]] - best[epochs[0]]) / (epochs[1] - epochs[0])
 
 
-def compare_epochs(n_samples, n_features, batch_size, repeats):
-    """Epoch seconds of the three estimators at one data shape and batch size."""
+def linear_data(n_samples, n_features):
+    """A noisy linear regression problem of the given shape: ``(X, y)``."""
     rng = np.random.RandomState(0)
     X = rng.normal(size=(n_samples, n_features))
-    y = X @ rng.normal(size=n_features) + rng.normal(size=n_samples)
+    return X, X @ rng.normal(size=n_features) + rng.normal(size=n_samples)
+
+
+def compare_epochs(n_samples, n_features, batch_size, repeats):
+    """Epoch seconds of the three estimators at one data shape and batch size."""
+    X, y = linear_data(n_samples, n_features)
 
     def ours(cls):
         return lambda n_epochs: cls(
@@ -197,6 +204,34 @@ def predict_seconds(repeats, n_rows=10000, n_samples=100):
     return best
 
 
+def noise_pass_fractions(repeats, n_rows=8192, n_features=8):
+    """Seconds of the after-training pass (the noise estimate) over those of an
+    epoch, at batch size 512, without and with ``early_stopping``."""
+    X, y = linear_data(n_rows, n_features)
+    fractions = {}
+    for early_stopping in (False, True):
+        model = HyperNetRegressor(
+            batch_size=512, early_stopping=early_stopping, max_iter=2, random_state=0
+        ).fit(X, y)
+        pass_seconds = []
+        after_training = model._after_training
+
+        def timed(validation_data, after_training=after_training, pass_seconds=pass_seconds):
+            start = time.perf_counter()
+            after_training(validation_data)
+            pass_seconds.append(time.perf_counter() - start)
+
+        model._after_training = timed
+        best = np.inf
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model.set_params(max_iter=1, warm_start=True).fit(X, y)
+            whole = time.perf_counter() - start
+            best = min(best, pass_seconds[-1] / (whole - pass_seconds[-1]))
+        fractions[str(early_stopping)] = best
+    return fractions
+
+
 def measure(threads=None, repeats=3):
     """Run all measurements; return a dict of figures."""
     if threads:
@@ -205,6 +240,14 @@ def measure(threads=None, repeats=3):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         figures["batch_1"] = compare_epochs(455, 13, 1, repeats)
+        figures["batch_1_kl"] = epoch_seconds(
+            lambda n: HyperNetRegressor(
+                batch_size=1, max_iter=n, kl_weight=0.1, n_iter_no_change=np.inf, random_state=0
+            ),
+            *linear_data(455, 13),
+            repeats,
+        )
+        figures["noise_pass_fractions"] = noise_pass_fractions(repeats)
         figures["batch_512"] = compare_epochs(8192, 8, 512, repeats)
         figures["predict_seconds"] = predict_seconds(repeats)
     step, flops = mnist_step_seconds(256, repeats)
@@ -259,6 +302,22 @@ def report(figures):
             "< 150 MB",
         ),
         ("predict, 10,000 rows, S = 100", f"{figures['predict_seconds'] * 1e3:.0f} ms", None, ""),
+        (
+            "epoch, batch 1, 455 x 13: HyperNetRegressor kl_weight=0.1 / kl_weight=0",
+            f"{figures['batch_1_kl'] * 1e3:.1f} ms / {one['HyperNetRegressor'] * 1e3:.1f} ms",
+            figures["batch_1_kl"] / one["HyperNetRegressor"],
+            "",
+        ),
+        (
+            "noise estimate after fit / epoch, batch 512, 8192 x 8",
+            "without / with early_stopping",
+            None,
+            "<= 0.20",
+        ),
+        *(
+            (f"  early_stopping={key}", "", value, "<= 0.20")
+            for key, value in figures["noise_pass_fractions"].items()
+        ),
     ]
     lines = [
         f"torch {figures['torch']}, {figures['torch_threads']} thread(s)",

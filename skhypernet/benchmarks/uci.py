@@ -102,6 +102,13 @@ def add_arguments(parser, *, figure=False):
             "--repetitions", type=int, default=3, help="splits per data set (paper: 3)"
         )
         parser.add_argument("--figure", required=True, help="PNG file to write")
+        parser.add_argument(
+            "--methods",
+            nargs="+",
+            default=["HyperNet", "HyperNet-KL"],
+            choices=["HyperNet", "HyperNet-KL"],
+            help="hypernetwork modes to draw, one row each per data set (default: both)",
+        )
     else:
         parser.add_argument(
             "--splits",
@@ -405,7 +412,7 @@ def run(args, out=None):
 
 
 def run_figure(args, out=None):
-    """Figure 2: weight diffusion and test RMSE per epoch, HyperNet only."""
+    """Figure 2: weight diffusion and test RMSE per epoch, for both HyperNet modes."""
     import sys
 
     from ..plotting import plot_weight_diffusion
@@ -417,7 +424,7 @@ def run_figure(args, out=None):
         return range(min(args.repetitions, uci_n_splits(folder)))
 
     store = ResultStore(args.results, resume=args.resume)
-    execute(plan(args, splits_of, ["HyperNet"]), store, args.jobs, out)
+    execute(plan(args, splits_of, args.methods), store, args.jobs, out)
     plot_weight_diffusion(store.records, args.figure)
     print(f"Figure written to {args.figure}", file=out)
     return 0
