@@ -41,22 +41,15 @@ for axis, (name, model) in zip(axes, models.items()):
     mean, std = model.predict(grid, return_std=True)
     # The weight samples' spread: the predictive variance less the noise.
     epistemic = np.sqrt(np.maximum(std**2 - model.noise_variance_, 0.0))
-    axis.fill_between(
-        grid[:, 0],
-        mean - 2 * std,
-        mean + 2 * std,
-        color="tab:blue",
-        alpha=0.2,
-        label="mean ± 2 std",
-    )
-    axis.fill_between(
-        grid[:, 0],
-        mean - 2 * epistemic,
-        mean + 2 * epistemic,
-        color="tab:blue",
-        alpha=0.5,
-        label="weight spread ± 2 std",
-    )
+    for width, alpha, label in [(std, 0.2, "mean ± 2 std"), (epistemic, 0.5, "weight spread")]:
+        axis.fill_between(
+            grid[:, 0],
+            mean - 2 * width,
+            mean + 2 * width,
+            color="tab:blue",
+            alpha=alpha,
+            label=label,
+        )
     axis.plot(grid[:, 0], mean, color="tab:blue", label="predictive mean")
     axis.scatter(X[:, 0], y, s=6, color="k", label="training data")
     axis.axvspan(-1, 1, color="0.92", zorder=0)
