@@ -11,7 +11,7 @@ deviations of ``predict(return_std=True)``) and, darker, its epistemic part:
 - HyperNetRegressor, the paper's objective: the weight distribution has
   shrunk to nearly one network; its small spread grows only beyond the data.
 - HyperNetRegressor with ``kl_weight=0.1`` (beyond the paper): the weights
-  keep a distribution whose spread grows beyond the data's range (|x| > 4),
+  keep a distribution whose spread grows beyond the range of the data (x < -4, x > 4),
   several times its size on the data.  It does not grow in the gap: like
   other mean-field-style objectives (Foong et al., 2019, "'In-Between'
   Uncertainty in Bayesian Neural Networks"), this one does not express
