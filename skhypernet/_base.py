@@ -1,6 +1,7 @@
 """The scikit-learn side shared by all estimators: validation, fitting, pickling."""
 
 import dataclasses
+import math
 from abc import ABCMeta, abstractmethod
 from numbers import Integral, Real
 
@@ -41,9 +42,19 @@ def resolve_batch_size(batch_size, n_samples):
 def layer_sizes(sizes, name):
     """The layer sizes of parameter ``name`` as a list of positive ints."""
     sizes = list(sizes) if hasattr(sizes, "__iter__") else [sizes]
-    if any(int(size) != size or size < 1 for size in sizes):
-        raise ValueError(f"{name} must contain positive integers, got {sizes}.")
+    if not all(_is_positive_integer(size) for size in sizes):
+        raise ValueError(f"{name} must contain positive integers, got {sizes!r}.")
     return [int(size) for size in sizes]
+
+
+def _is_positive_integer(value):
+    return (
+        isinstance(value, Real)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value >= 1
+        and int(value) == value
+    )
 
 
 def resolve_device(device):
@@ -181,8 +192,31 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
             else weight_generator.diffusion(diffusion_noise),
         )
 
+    def _architecture_params(self):
+        """Parameters fixed when the network is built: ``{name: value}``."""
+        return {
+            "hidden_layer_sizes": layer_sizes(self.hidden_layer_sizes, "hidden_layer_sizes"),
+            "input_noise": self.input_noise,
+        }
+
     def _fit(self, X, y, sample_weight, incremental):
         first_pass = not hasattr(self, "network_") or not (self.warm_start or incremental)
+        if first_pass:
+            self._architecture = self._architecture_params()
+        else:
+            changed = [
+                name
+                for name, value in self._architecture_params().items()
+                if self._architecture.get(name) != value
+            ]
+            if changed:
+                call = "partial_fit" if incremental else "fit with warm_start=True"
+                raise ValueError(
+                    f"{call} must keep the parameters the network was built with; "
+                    f"{', '.join(changed)} changed since (was "
+                    + ", ".join(f"{name}={self._architecture.get(name)!r}" for name in changed)
+                    + "). Refit from scratch (warm_start=False) to change them."
+                )
         if incremental and self.early_stopping:
             raise ValueError("partial_fit does not support early_stopping=True.")
         X, y = self._validate_targets(X, y, reset=first_pass)
@@ -407,6 +441,16 @@ class HyperNetworkFamily(BaseStochasticNetwork):
 
     def _n_weight_samples(self):
         return self.n_predict_samples
+
+    def _architecture_params(self):
+        return {
+            **super()._architecture_params(),
+            "noise_dim": self.noise_dim,
+            "hyper_hidden_layer_sizes": layer_sizes(
+                self.hyper_hidden_layer_sizes, "hyper_hidden_layer_sizes"
+            ),
+            "hyper_dropout": self.hyper_dropout,
+        }
 
     def _kl_weight(self):
         return self.kl_weight

@@ -84,7 +84,10 @@ TRAINING_PARAMETERS = """\
 
     warm_start : bool, default=False
         Reuse the fitted parameters and optimiser state as the starting point
-        of the next call to ``fit``.
+        of the next call to ``fit``.  The parameters the network was built
+        with (layer sizes, ``noise_dim``, ``hyper_dropout``, ``input_noise``,
+        ``loss``) cannot change then: ``fit`` and ``partial_fit`` raise a
+        ValueError that names them.
 
     random_state : int, RandomState instance or None, default=None
         Seeds initialisation, batch order, noise, dropout, the validation

@@ -35,8 +35,13 @@ class _StochasticRegressor(RegressorMixin, BaseStochasticNetwork):
     def _loss_code(self):
         return _engine.LOSSES[self.loss]
 
+    def _architecture_params(self):
+        return {**super()._architecture_params(), "loss": self.loss}
+
     def _gaussian(self):
-        return self.loss == "gaussian_nll"
+        # The loss the network was built for: changing ``loss`` after fit
+        # takes effect at the next fit, as any parameter does.
+        return self._architecture["loss"] == "gaussian_nll"
 
     def _weight_independent_outputs(self):
         # The log-variances: one draw of the weights must not set the noise.

@@ -1,0 +1,78 @@
+"""Parameters fixed when the network is built: clear errors, never silent."""
+
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.exceptions import ConvergenceWarning
+
+from skhypernet import HyperNetClassifier, HyperNetRegressor, SGDBaseline
+
+
+def data(n=30, seed=0):
+    rng = np.random.RandomState(seed)
+    X = rng.normal(size=(n, 3))
+    return X, X[:, 0] + 0.1 * rng.normal(size=n)
+
+
+def fitted(cls=HyperNetRegressor, **params):
+    X, y = data()
+    if cls is HyperNetClassifier:
+        y = y > 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return cls(max_iter=2, warm_start=True, random_state=0, **params).fit(X, y)
+
+
+@pytest.mark.parametrize("value", [(np.nan,), (np.inf,), (None,), [[3, 4]], (0,), (2.5,), (True,)])
+@pytest.mark.parametrize("name", ["hidden_layer_sizes", "hyper_hidden_layer_sizes"])
+def test_invalid_layer_sizes_are_named(name, value):
+    X, y = data()
+    with pytest.raises(ValueError, match=f"{name} must contain positive integers"):
+        HyperNetRegressor(max_iter=1, **{name: value}).fit(X, y)
+
+
+CHANGES = [
+    ("hidden_layer_sizes", (7,)),
+    ("noise_dim", 3),
+    ("hyper_hidden_layer_sizes", (10,)),
+    ("hyper_dropout", 0.1),
+    ("input_noise", 0.0),
+    ("loss", "gaussian_nll"),
+]
+
+
+@pytest.mark.parametrize("name, value", CHANGES)
+@pytest.mark.parametrize("method", ["fit", "partial_fit"])
+def test_warm_start_and_partial_fit_refuse_changed_architecture(name, value, method):
+    model = fitted()
+    before = model.predict(data()[0])
+    model.set_params(**{name: value})
+    X, y = data()
+    with pytest.raises(ValueError, match=f"{name} changed since"):
+        getattr(model, method)(X, y)
+    # The fitted model is untouched and still predicts as before.
+    np.testing.assert_array_equal(model.predict(X), before)
+
+
+def test_changing_the_loss_after_fit_affects_only_the_next_fit():
+    model = fitted(SGDBaseline)
+    X, y = data()
+    mean, std = model.predict(X, return_std=True)
+    model.set_params(loss="gaussian_nll", warm_start=False)
+    np.testing.assert_array_equal(model.predict(X, return_std=True)[1], std)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(X, y)
+    assert model.noise_variance_ is None
+    assert np.all(np.isfinite(model.predict(X, return_std=True)[1]))
+
+
+def test_parameters_that_do_not_shape_the_network_may_change():
+    model = fitted(HyperNetClassifier)
+    X, y = data()
+    model.set_params(kl_weight=0.1, learning_rate_init=1e-4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(X, y > 0)
+    assert model.n_iter_ == 4
