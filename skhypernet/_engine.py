@@ -40,6 +40,9 @@ NOISE_CHUNK_ROWS = 16384
 #: a second thread slowed batch-1 epochs by 10-20 % and sped up 80 MFLOP steps
 #: by 30 %.
 SINGLE_THREAD_FLOPS = 10e6
+#: Warnings point at the user's call: warn <- train or warn_not_converged <-
+#: the estimator's ``_fit`` <- ``fit`` or ``partial_fit`` <- the user's code.
+USER_STACKLEVEL = 4
 
 
 #: Losses, as passed to the scripted functions.
@@ -855,6 +858,7 @@ def train(
                         "optimiser's state is reset. Lower learning_rate_init, or scale X "
                         "and y (for example with StandardScaler).",
                         ConvergenceWarning,
+                        stacklevel=USER_STACKLEVEL,
                     )
                     stopped = True
                     break
@@ -898,7 +902,8 @@ def train(
                 optimizer.restore(snapshot, reset_moments=False)
         warnings.warn(
             "Training interrupted by user: the model keeps the parameters of the last "
-            f"finished epoch ({history.n_iter} in all)."
+            f"finished epoch ({history.n_iter} in all).",
+            stacklevel=USER_STACKLEVEL,
         )
         stopped = True
     if validation_score is not None and history.best_state is not None:
@@ -929,4 +934,5 @@ def warn_not_converged(max_epochs):
         f"Stochastic optimizer: maximum iterations ({max_epochs}) reached and the "
         "optimization hasn't converged yet.",
         ConvergenceWarning,
+        stacklevel=USER_STACKLEVEL,
     )

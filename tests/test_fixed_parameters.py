@@ -76,3 +76,17 @@ def test_parameters_that_do_not_shape_the_network_may_change():
         warnings.simplefilter("ignore", ConvergenceWarning)
         model.fit(X, y > 0)
     assert model.n_iter_ == 4
+
+
+@pytest.mark.parametrize(
+    "case, message", [("not converged", "maximum iterations"), ("diverged", "diverged")]
+)
+def test_convergence_warnings_point_at_the_callers_line(case, message):
+    X, y = data()
+    if case == "diverged":  # raised inside the training engine
+        model, X = HyperNetRegressor(learning_rate_init=1e6, max_iter=20, random_state=0), 1e6 * X
+    else:
+        model = HyperNetRegressor(max_iter=1, random_state=0)
+    with pytest.warns(ConvergenceWarning, match=message) as record:
+        model.fit(X, y)
+    assert record[0].filename == __file__
