@@ -537,6 +537,9 @@ class FlatOptimizer:
         self.flat = torch.empty(size, device=device, dtype=dtype)
         self.flat_grad = torch.zeros(size, device=device, dtype=dtype)
         empty = torch.empty(0, device=device, dtype=dtype)
+        frozen = model.weight_generator.frozen_masks()
+        #: 0 where a gradient is dropped before each update; empty when none is.
+        self.trainable = torch.ones_like(self.flat) if frozen else empty
         self.params, self.grads = [], []
         offset = 0
         for parameter in parameters:
@@ -545,6 +548,8 @@ class FlatOptimizer:
                 self.grads.append(empty)
                 continue
             numel = parameter.numel()
+            if parameter in frozen:
+                self.trainable[offset : offset + numel] = frozen[parameter].flatten()
             view = self.flat[offset : offset + numel].view_as(parameter)
             view.copy_(parameter.detach())
             parameter.data = view
@@ -552,13 +557,6 @@ class FlatOptimizer:
             self.grads.append(self.flat_grad[offset : offset + numel].view_as(parameter))
             offset += numel
         self.n_hidden = len(getattr(model.weight_generator, "hidden_weights", []))
-        frozen = model.weight_generator.frozen_masks()
-        #: 0 where a gradient is dropped before each update; empty when none is.
-        self.trainable = torch.ones_like(self.flat) if frozen else empty
-        for parameter, mask in frozen.items():
-            start = parameter.data_ptr() - self.flat.data_ptr()
-            start //= self.flat.element_size()
-            self.trainable[start : start + mask.numel()] = mask.flatten()
         if state is None:
             self.exp_avg = torch.zeros_like(self.flat)
             self.exp_avg_sq = torch.zeros_like(self.flat)
