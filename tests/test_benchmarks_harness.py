@@ -7,7 +7,11 @@ import numpy as np
 import pytest
 
 from skhypernet.benchmarks.__main__ import main
-from skhypernet.benchmarks._results import ResultStore, mean_and_standard_error
+from skhypernet.benchmarks._results import (
+    BenchmarkInputError,
+    ResultStore,
+    mean_and_standard_error,
+)
 
 from .conftest import write_mnist_folder, write_uci_folder
 
@@ -111,19 +115,73 @@ def test_uci_harness_options_reach_the_model(tmp_path):
     }
 
 
+KEYS = ("dataset", "split")
+
+
 def test_result_store_drops_a_line_cut_short_by_a_crash(tmp_path):
     path = tmp_path / "results.jsonl"
-    store = ResultStore(path, resume=False)
+    store = ResultStore(path, resume=False, record_keys=KEYS)
     store.append({"dataset": "a", "split": 0})
     store.append({"dataset": "a", "split": 1})
     with open(path, "a") as handle:
         handle.write('{"dataset": "a", "spl')
-    resumed = ResultStore(path, resume=True)
+    resumed = ResultStore(path, resume=True, record_keys=KEYS)
     assert [r["split"] for r in resumed.records] == [0, 1]
     resumed.append({"dataset": "a", "split": 2})
     assert [r["split"] for r in read_records(path)] == [0, 1, 2]
     assert resumed.has({"dataset": "a", "split": 2})
-    assert ResultStore(path, resume=False).records == []
+
+
+def test_result_store_never_destroys_a_file_by_accident(tmp_path):
+    path = tmp_path / "results.jsonl"
+    ResultStore(path, resume=False, record_keys=KEYS).append({"dataset": "a", "split": 0})
+    with pytest.raises(BenchmarkInputError, match="--resume .* or --overwrite"):
+        ResultStore(path, resume=False, record_keys=KEYS)
+    # With --overwrite the old file stays until the first new record arrives.
+    replacing = ResultStore(path, resume=False, overwrite=True, record_keys=KEYS)
+    assert len(read_records(path)) == 1 and replacing.records == []
+    replacing.append({"dataset": "b", "split": 0})
+    assert read_records(path) == [{"dataset": "b", "split": 0}]
+
+
+def test_result_store_refuses_foreign_files_and_skips_foreign_lines(tmp_path):
+    foreign = tmp_path / "notes.txt"
+    foreign.write_text("my notes\n123\n")
+    with pytest.raises(BenchmarkInputError, match="not a results file"):
+        ResultStore(foreign, resume=True, record_keys=KEYS)
+    assert foreign.read_text() == "my notes\n123\n"
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text('{"dataset": "a", "split": 0}\n123\n{}\n{"dataset": "a"}\n')
+    with pytest.warns(UserWarning, match="skipped 3 line"):
+        store = ResultStore(mixed, resume=True, record_keys=KEYS)
+    assert store.records == [{"dataset": "a", "split": 0}]
+
+
+def test_uci_command_reports_input_problems_in_one_line(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    results = tmp_path / "uci.jsonl"
+    results.write_text('{"dataset": "toy", "split": 0, "method": "SGD", "settings": {}}\n')
+    for data in [tmp_path / "empty", tmp_path / "missing"]:
+        with pytest.raises(SystemExit) as stop:
+            main(["uci", "--data", str(data), "--results", str(results)])
+        assert stop.value.code == 2
+        err = capsys.readouterr().err
+        assert "error:" in err and "Traceback" not in err
+    # The data were checked before the results file was touched.
+    assert len(read_records(results)) == 1
+
+
+def test_a_resumed_table_never_mixes_settings(tmp_path, capsys):
+    write_uci_folder(tmp_path / "data", name="toy", n_splits=1)
+    results = tmp_path / "uci.jsonl"
+    base = ["uci", "--data", str(tmp_path / "data"), "--results", str(results), "--methods", "SGD"]
+    tiny = ["--track-epochs", "2", "--predict-samples", "5"]
+    assert main(base + ["--epochs", "3"] + tiny) == 0
+    assert main(base + ["--epochs", "4", "--resume"] + tiny) == 0
+    out = capsys.readouterr().out
+    table = out[out.rindex("| Dataset | N |") :]
+    assert "| 1 | 4 |" in table  # one split, 4 epochs: the 3-epoch record is left out
+    assert len(read_records(results)) == 2
 
 
 def test_predictive_scores():

@@ -12,6 +12,7 @@ import argparse
 import sys
 
 from . import kl_weight, memory, mnist, search, speed, uci
+from ._results import BenchmarkInputError
 
 
 def main(argv=None):
@@ -40,7 +41,10 @@ def main(argv=None):
         "memory": memory.run,
         "search": search.run,
     }
-    return runners[args.command](args)
+    try:
+        return runners[args.command](args)
+    except BenchmarkInputError as error:
+        parser.exit(2, f"{parser.prog} {args.command}: error: {error}\n")
 
 
 if __name__ == "__main__":

@@ -4,56 +4,149 @@ import csv
 import json
 import math
 import os
+import warnings
 from importlib import resources
 
 import numpy as np
+
+
+class BenchmarkInputError(ValueError):
+    """A problem with a benchmark's inputs (data folder, results file), reported
+    by the command line as a one-line error."""
+
+
+def add_store_arguments(parser):
+    """The options of a results file: ``--results``, ``--resume``, ``--overwrite``."""
+    parser.add_argument(
+        "--results", required=True, help="JSON-lines file that receives one record per result"
+    )
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the records already in --results and skip their work",
+    )
+    mode.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --results file (it is kept until the first new record)",
+    )
 
 
 class ResultStore:
     """Append-only JSON-lines file, one record per finished unit of work.
 
     Each record is written and flushed to disk before the next unit starts, so
-    a killed run loses at most the unit in progress.  On opening, a last line
-    cut short by a crash is dropped, so that appending continues cleanly.
+    a killed run loses at most the unit in progress.  An existing file is
+    never lost by accident: without ``resume`` or ``overwrite`` it is refused;
+    with ``overwrite`` it is replaced only when the first new record is
+    written; with ``resume`` its records are kept, a last line cut short by a
+    crash is dropped, other lines that are not records are skipped with a
+    warning, and a file with no record at all is refused.
 
     Parameters
     ----------
     path : str or path-like
     resume : bool
-        Keep the records already in ``path``; otherwise start a new file.
+        Keep the records already in ``path``.
+    overwrite : bool, default=False
+        Replace an existing ``path``.
+    record_keys : tuple of str, default=("dataset", "method", "settings")
+        Fields that every record of this harness has.
     """
 
-    def __init__(self, path, resume):
+    def __init__(
+        self, path, resume, overwrite=False, record_keys=("dataset", "method", "settings")
+    ):
         self.path = os.fspath(path)
         self.records = []
-        if resume and os.path.exists(self.path):
-            with open(self.path, encoding="utf-8") as handle:
-                lines = handle.read().split("\n")
-            for line in lines:
-                try:
-                    self.records.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue  # an empty line, or one cut short by a crash
-        directory = os.path.dirname(self.path)
-        if directory:
-            os.makedirs(directory, exist_ok=True)
-        temporary = self.path + ".tmp"
-        with open(temporary, "w", encoding="utf-8") as handle:
-            for record in self.records:
-                handle.write(json.dumps(record) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, self.path)
+        self.record_keys = tuple(record_keys)
+        self._replace_on_first_append = False
+        exists = os.path.exists(self.path) and os.path.getsize(self.path) > 0
+        if exists and resume:
+            self._load()
+        elif exists and not overwrite:
+            raise BenchmarkInputError(
+                f"{self.path} already holds results: pass --resume to continue that run, "
+                "or --overwrite to replace the file."
+            )
+        else:
+            self._replace_on_first_append = exists
+            directory = os.path.dirname(self.path)
+            if directory:
+                os.makedirs(directory, exist_ok=True)
+            if not exists:
+                open(self.path, "w", encoding="utf-8").close()
+
+    def _is_record(self, value):
+        return isinstance(value, dict) and all(key in value for key in self.record_keys)
+
+    def _load(self):
+        with open(self.path, encoding="utf-8") as handle:
+            text = handle.read()
+        complete, _, cut = text.rpartition("\n")
+        if cut.strip():
+            try:
+                json.loads(cut)
+            except json.JSONDecodeError:
+                # The last line was cut short by a crash: drop it before appending.
+                with open(self.path, "r+", encoding="utf-8") as handle:
+                    handle.truncate(len((complete + "\n").encode("utf-8")) if complete else 0)
+                text = complete
+        skipped = []
+        for number, line in enumerate(text.split("\n"), start=1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError:
+                value = None
+            if self._is_record(value):
+                self.records.append(value)
+            else:
+                skipped.append(number)
+        if skipped and not self.records:
+            raise BenchmarkInputError(
+                f"{self.path} is not a results file of this benchmark: none of its lines is a "
+                f"record with the fields {list(self.record_keys)}. Choose another --results file."
+            )
+        if skipped:
+            warnings.warn(
+                f"{self.path}: skipped {len(skipped)} line(s) that are not records of this "
+                f"benchmark (lines {skipped[:10]}{' ...' if len(skipped) > 10 else ''}).",
+                stacklevel=2,
+            )
+        if text and not text.endswith("\n"):
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.write("\n")
 
     def has(self, key):
         """Whether a record with these key fields exists."""
         return any(all(record.get(k) == v for k, v in key.items()) for record in self.records)
 
+    def matching(self, keys):
+        """The records whose key fields equal one of ``keys`` (dicts)."""
+        return [
+            r
+            for r in self.records
+            if any(all(r.get(k) == v for k, v in key.items()) for key in keys)
+        ]
+
     def append(self, record):
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        line = json.dumps(record) + "\n"
+        if self._replace_on_first_append:
+            temporary = self.path + ".tmp"
+            with open(temporary, "w", encoding="utf-8") as handle:
+                handle.write(line)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, self.path)
+            self._replace_on_first_append = False
+        else:
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.write(line)
+                handle.flush()
+                os.fsync(handle.fileno())
         self.records.append(record)
 
 

@@ -16,12 +16,19 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import KFold
 
 from ..datasets import load_uci
-from ._results import ResultStore, format_estimate, markdown_table, mean_and_standard_error
+from ._results import (
+    add_store_arguments,
+    format_estimate,
+    markdown_table,
+    mean_and_standard_error,
+)
 from .uci import (
     batch_size_for,
     build_model,
     execute,
+    find_datasets,
     hidden_for,
+    open_store,
     predictive_scores,
     standardise,
 )
@@ -56,10 +63,7 @@ def add_arguments(parser):
     parser.add_argument("--epochs", type=int, default=100, help="epochs (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed (default: %(default)s)")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes (default: 1)")
-    parser.add_argument("--results", required=True, help="JSON-lines results file")
-    parser.add_argument(
-        "--resume", action="store_true", help="keep the records already in --results"
-    )
+    add_store_arguments(parser)
 
 
 def run_task(task):
@@ -90,7 +94,7 @@ def run_task(task):
 
 def plan(args):
     tasks = []
-    for dataset in args.datasets:
+    for dataset in find_datasets(args.data, args.datasets):
         n_train = len(load_uci(os.path.join(args.data, dataset), args.split)[2])
         n_fit = n_train - n_train // args.folds
         for weight in args.weights:
@@ -156,9 +160,10 @@ def run(args, out=None):
     import sys
 
     out = out or sys.stdout
-    store = ResultStore(args.results, resume=args.resume)
-    execute(plan(args), store, args.jobs, out, task_runner=run_task, key_fields=KEY_FIELDS)
-    table, best = summary(store.records)
+    tasks = plan(args)
+    store = open_store(args, KEY_FIELDS)
+    execute(tasks, store, args.jobs, out, task_runner=run_task, key_fields=KEY_FIELDS)
+    table, best = summary(store.matching([{k: t[k] for k in KEY_FIELDS} for t in tasks]))
     print("\n" + table, file=out)
     print(f"\nBest mean rank of validation log-likelihood: kl_weight={best:g}", file=out)
     return 0

@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import HyperNetClassifier, SGDBaselineClassifier
 from ..datasets import load_mnist
-from ._results import Progress, ResultStore, markdown_table, read_reference
+from ._results import Progress, ResultStore, add_store_arguments, markdown_table, read_reference
 from .uci import train_tracking
 
 METHODS = {"HyperNet": HyperNetClassifier, "SGD": SGDBaselineClassifier}
@@ -52,8 +52,7 @@ def add_arguments(parser):
     )
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--results", required=True, help="JSON-lines results file")
-    parser.add_argument("--resume", action="store_true")
+    add_store_arguments(parser)
 
 
 def _sizes(text):
@@ -97,7 +96,12 @@ def run(args, out=None):
     if args.train_rows:
         X_train, y_train = X_train[: args.train_rows], y_train[: args.train_rows]
     X_train, X_test = X_train / 255.0, X_test / 255.0
-    store = ResultStore(args.results, resume=args.resume)
+    store = ResultStore(
+        args.results,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        record_keys=("architecture", "method", "settings"),
+    )
     tasks = [(name, method) for name in args.architectures for method in args.methods]
     progress = Progress(len(tasks), time.perf_counter)
     for name, method in tasks:

@@ -20,8 +20,10 @@ from .. import HyperNetRegressor, SGDBaseline
 from .._base import resolve_batch_size
 from ..datasets import list_uci_datasets, load_uci, uci_n_splits
 from ._results import (
+    BenchmarkInputError,
     Progress,
     ResultStore,
+    add_store_arguments,
     format_estimate,
     markdown_table,
     mean_and_standard_error,
@@ -91,12 +93,7 @@ def add_arguments(parser, *, figure=False):
     )
     parser.add_argument("--seed", type=int, default=0, help="base seed (plus the split)")
     parser.add_argument("--jobs", type=int, default=1, help="parallel worker processes")
-    parser.add_argument("--results", required=True, help="JSON-lines results file")
-    parser.add_argument(
-        "--resume",
-        action="store_true",
-        help="keep the records already in --results and skip their work",
-    )
+    add_store_arguments(parser)
     if figure:
         parser.add_argument(
             "--repetitions", type=int, default=3, help="splits per data set (paper: 3)"
@@ -231,9 +228,28 @@ def run_task(task):
     return record
 
 
+UCI_RECORD_KEYS = ("dataset", "split", "method", "settings")
+
+
+def find_datasets(data, names):
+    """The data set folders of a run: ``names``, or all below ``data``."""
+    if not os.path.isdir(data):
+        raise BenchmarkInputError(f"--data {data} is not a folder.")
+    found = list_uci_datasets(data)
+    if not found:
+        raise BenchmarkInputError(
+            f"No data set found in --data {data}: expected one sub-folder per data set "
+            "holding data.txt (the standard UCI split layout)."
+        )
+    missing = sorted(set(names or []) - set(found))
+    if missing:
+        raise BenchmarkInputError(f"Data sets {missing} are not in --data {data} (found {found}).")
+    return names or found
+
+
 def plan(args, splits_of, methods):
     """The tasks of a run: one per data set, split and method."""
-    datasets = args.datasets or list_uci_datasets(args.data)
+    datasets = find_datasets(args.data, args.datasets)
     tasks = []
     for dataset in datasets:
         folder = os.path.join(args.data, dataset)
@@ -403,12 +419,22 @@ def run(args, out=None):
         n_splits = uci_n_splits(folder)
         return range(min(n_splits, args.splits or n_splits))
 
-    store = ResultStore(args.results, resume=args.resume)
-    execute(plan(args, splits_of, args.methods), store, args.jobs, out)
-    print("\n" + summary_table(store.records), file=out)
-    if any("ll" in record for record in store.records):
-        print("\n" + uncertainty_table(store.records), file=out)
+    tasks = plan(args, splits_of, args.methods)
+    store = open_store(args, UCI_RECORD_KEYS)
+    execute(tasks, store, args.jobs, out)
+    # Only this run's settings: a table never mixes runs of other settings.
+    records = store.matching([{k: t[k] for k in UCI_RECORD_KEYS} for t in tasks])
+    print("\n" + summary_table(records), file=out)
+    if any("ll" in record for record in records):
+        print("\n" + uncertainty_table(records), file=out)
     return 0
+
+
+def open_store(args, record_keys):
+    """The results file of a run, as its options ask."""
+    return ResultStore(
+        args.results, resume=args.resume, overwrite=args.overwrite, record_keys=record_keys
+    )
 
 
 def run_figure(args, out=None):
@@ -423,8 +449,11 @@ def run_figure(args, out=None):
     def splits_of(folder):
         return range(min(args.repetitions, uci_n_splits(folder)))
 
-    store = ResultStore(args.results, resume=args.resume)
-    execute(plan(args, splits_of, args.methods), store, args.jobs, out)
-    plot_weight_diffusion(store.records, args.figure)
+    tasks = plan(args, splits_of, args.methods)
+    store = open_store(args, UCI_RECORD_KEYS)
+    execute(tasks, store, args.jobs, out)
+    plot_weight_diffusion(
+        store.matching([{k: t[k] for k in UCI_RECORD_KEYS} for t in tasks]), args.figure
+    )
     print(f"Figure written to {args.figure}", file=out)
     return 0
