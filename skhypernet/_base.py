@@ -57,6 +57,31 @@ def _is_positive_integer(value):
     )
 
 
+def normalised_weights(sample_weight):
+    """``sample_weight`` scaled to mean 1; dividing by the largest weight first
+    keeps the sum finite for weights near the float64 limit."""
+    scaled = sample_weight / sample_weight.max()
+    return scaled * (len(scaled) / scaled.sum())
+
+
+def check_n_samples(n_samples):
+    """Raise a ValueError unless ``n_samples`` is a positive integer."""
+    if isinstance(n_samples, bool) or not isinstance(n_samples, Integral) or n_samples < 1:
+        raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}.")
+
+
+def check_float32_range(X):
+    """Raise a ValueError for features that overflow float32, the training precision."""
+    largest = float(np.max(np.abs(X))) if X.size else 0.0
+    limit = float(np.finfo(np.float32).max)
+    if largest > limit:
+        raise ValueError(
+            f"X holds values of magnitude up to {largest:.3g}, beyond the float32 range "
+            f"({limit:.3g}) in which the network trains. Scale the "
+            "features, for example with StandardScaler."
+        )
+
+
 def resolve_device(device):
     """Return a ``torch.device`` for the ``device`` parameter."""
     if device == "auto":
@@ -220,6 +245,7 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
         if incremental and self.early_stopping:
             raise ValueError("partial_fit does not support early_stopping=True.")
         X, y = self._validate_targets(X, y, reset=first_pass)
+        check_float32_range(X)
         sample_weight = _check_sample_weight(
             sample_weight, X, dtype=np.float64, ensure_non_negative=True
         )
@@ -267,9 +293,7 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
         data = _engine.TrainingData(
             X=_to_tensor(X, torch.float32, device),
             targets=self._targets_tensor(targets, device),
-            weights=_to_tensor(
-                sample_weight * (len(sample_weight) / sample_weight.sum()), torch.float32, device
-            ),
+            weights=_to_tensor(normalised_weights(sample_weight), torch.float32, device),
             loss=self._loss_code(),
         )
         optimizer = _engine.FlatOptimizer(
@@ -479,6 +503,7 @@ class HyperNetworkFamily(BaseStochasticNetwork):
             ``(y - target_mean_) / target_scale_``.
         """
         check_is_fitted(self)
+        check_n_samples(n_samples)
         generator_ = self.network_.weight_generator
         seed = int(check_random_state(random_state).randint(_SEED_HIGH))
         torch_generator = torch.Generator(device=self.network_.device).manual_seed(seed)

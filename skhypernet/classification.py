@@ -27,6 +27,13 @@ class _StochasticClassifier(ClassifierMixin, BaseStochasticNetwork):
 
     def _validate_targets(self, X, y, reset):
         X, y = validate_data(self, X, y, reset=reset, dtype=np.float64)
+        if y.dtype == object:
+            # Sorting a mix of strings and numbers fails deep inside numpy.
+            is_string = np.array([isinstance(label, str) for label in np.ravel(y)])
+            if is_string.any() and not is_string.all():
+                raise ValueError(
+                    "Mix of label input types (string and number) in y: use labels of one type."
+                )
         check_classification_targets(y)
         return X, y
 

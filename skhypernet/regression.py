@@ -1,7 +1,5 @@
 """Public regressors: HyperNetRegressor and SGDBaseline."""
 
-from numbers import Integral
-
 import numpy as np
 import torch
 from sklearn.base import RegressorMixin
@@ -16,6 +14,7 @@ from ._base import (
     HyperNetworkFamily,
     PointEstimateFamily,
     _store_params,
+    check_n_samples,
 )
 from ._docstrings import fill_doc
 
@@ -56,8 +55,26 @@ class _StochasticRegressor(RegressorMixin, BaseStochasticNetwork):
         y = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
         if first_pass:
             self.n_outputs_ = y.shape[1]
-            mean = np.average(y, axis=0, weights=sample_weight)
-            scale = np.sqrt(np.average((y - mean) ** 2, axis=0, weights=sample_weight))
+            # Relative weights: sums of weights near the float64 limit overflow.
+            weights = sample_weight / sample_weight.max()
+            mean = np.average(y, axis=0, weights=weights)
+            # Deviations are divided by the largest one before squaring, so the
+            # scale stays finite for targets near the float64 limit.
+            largest = np.max(np.abs(y - mean), axis=0)
+            if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(largest))):
+                raise ValueError(
+                    "y spans more than the float64 range allows to standardise it "
+                    f"(largest magnitude {np.max(np.abs(y)):.3g}); rescale the targets."
+                )
+            unit = np.where(largest > 0, largest, 1.0)
+            scale = unit * np.sqrt(np.average(((y - mean) / unit) ** 2, axis=0, weights=weights))
+            with np.errstate(over="ignore"):
+                variance_overflows = not np.all(np.isfinite(scale**2))
+            if variance_overflows:
+                raise ValueError(
+                    f"The standard deviation of y ({np.max(scale):.3g}) is too large for its "
+                    "variance to be represented in float64; rescale the targets."
+                )
             # A constant target would divide by zero; it is then only centred.
             scale[~(scale > 0)] = 1.0
             self.target_mean_, self.target_scale_ = mean, scale
@@ -200,8 +217,7 @@ class _StochasticRegressor(RegressorMixin, BaseStochasticNetwork):
         y_samples : ndarray of shape (n_rows, n_samples) or (n_rows, n_outputs, n_samples)
             Draws in the units of the training targets.
         """
-        if not isinstance(n_samples, Integral) or n_samples < 1:
-            raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}.")
+        check_n_samples(n_samples)
         X_tensor = self._validate_X_predict(X)
         rng = check_random_state(random_state)
         outputs = self._sample_outputs(X_tensor, n_samples, rng)

@@ -90,3 +90,48 @@ def test_convergence_warnings_point_at_the_callers_line(case, message):
     with pytest.warns(ConvergenceWarning, match=message) as record:
         model.fit(X, y)
     assert record[0].filename == __file__
+
+
+@pytest.mark.parametrize("factor", [1e39, 1e300])
+def test_features_beyond_float32_are_refused(factor):
+    X, y = data()
+    with pytest.raises(ValueError, match="beyond the float32 range"):
+        HyperNetRegressor(max_iter=1).fit(factor * X, y)
+
+
+@pytest.mark.parametrize("factor", [1e200, 1e307])
+def test_targets_whose_variance_overflows_are_refused(factor):
+    X, y = data()
+    with pytest.raises(ValueError, match="rescale the targets"):
+        HyperNetRegressor(max_iter=1).fit(X, factor * y)
+
+
+@pytest.mark.parametrize("cls", [HyperNetRegressor, SGDBaseline])
+def test_large_but_representable_targets_and_weights_give_finite_predictions(cls):
+    X, y = data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        big_targets = cls(max_iter=3, random_state=0).fit(X, 1e150 * y)
+        big_weights = cls(max_iter=3, random_state=0).fit(X, y, sample_weight=np.full(30, 1e308))
+    for model in (big_targets, big_weights):
+        mean, std = model.predict(X, return_std=True)
+        assert np.all(np.isfinite(mean)) and np.all(np.isfinite(std))
+    # Weights that are all equal, however large, change nothing.
+    reference = fitted(cls).set_params(max_iter=3, warm_start=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        reference.fit(X, y)
+    np.testing.assert_allclose(big_weights.predict(X), reference.predict(X), rtol=1e-6)
+
+
+@pytest.mark.parametrize("n_samples", [-1, 0, 2.5, True])
+def test_sample_weights_refuses_a_bad_count(n_samples):
+    with pytest.raises(ValueError, match="n_samples must be a positive integer"):
+        fitted().sample_weights(n_samples)
+
+
+def test_mixed_label_types_are_named():
+    X, _ = data()
+    y = np.array(["a", 1] * 15, dtype=object)
+    with pytest.raises(ValueError, match="Mix of label input types"):
+        HyperNetClassifier(max_iter=1).fit(X, y)
