@@ -9,6 +9,7 @@
 """
 
 import gzip
+import numbers
 import os
 import struct
 
@@ -107,8 +108,12 @@ def load_uci(folder, split=0):
     """
     base = _data_folder(folder)
     n_splits = uci_n_splits(folder)
-    if not 0 <= split < n_splits:
-        raise ValueError(f"split must be from 0 to {n_splits - 1}, got {split}.")
+    if (
+        isinstance(split, bool)
+        or not isinstance(split, numbers.Integral)
+        or not 0 <= split < n_splits
+    ):
+        raise ValueError(f"split must be an integer from 0 to {n_splits - 1}, got {split!r}.")
     data = _read_numbers(os.path.join(base, "data.txt"), "data matrix")
     n_rows, n_columns = data.shape
     features = _read_indices(
@@ -117,8 +122,25 @@ def load_uci(folder, split=0):
     target = _read_indices(os.path.join(base, "index_target.txt"), "target column", n_columns)
     train = _read_indices(os.path.join(base, f"index_train_{split}.txt"), "training rows", n_rows)
     test = _read_indices(os.path.join(base, f"index_test_{split}.txt"), "test rows", n_rows)
+    _check_layout(base, features, target, train, test)
     X, y = data[:, features], data[:, int(target[0])]
     return X[train], X[test], y[train], y[test]
+
+
+def _check_layout(base, features, target, train, test):
+    """Raise a ValueError naming what is inconsistent in a split's index files."""
+    problems = []
+    if target.size != 1:
+        problems.append(f"index_target.txt must name one column, names {target.size}")
+    elif target[0] in features:
+        problems.append(f"the target column {int(target[0])} is also listed as a feature")
+    if len(np.unique(features)) != len(features):
+        problems.append("index_features.txt lists a column twice")
+    overlap = np.intersect1d(train, test)
+    if overlap.size:
+        problems.append(f"{overlap.size} row(s) are in both the training and the test indices")
+    if problems:
+        raise ValueError(f"Inconsistent UCI split files in {base}: " + "; ".join(problems) + ".")
 
 
 _IDX_FILES = {

@@ -40,7 +40,7 @@ def test_load_uci_reports_the_missing_file(tmp_path):
 
 def test_load_uci_rejects_bad_split_and_bad_files(tmp_path):
     folder, _, _ = write_uci_folder(tmp_path)
-    with pytest.raises(ValueError, match="split must be from 0 to 1"):
+    with pytest.raises(ValueError, match="split must be an integer from 0 to 1"):
         load_uci(folder, split=2)
     with open(os.path.join(folder, "data", "index_train_0.txt"), "w") as handle:
         handle.write("1\n2\nbanana\n")
@@ -104,3 +104,29 @@ def test_load_mnist_shared_data(shared_datasets):
         5851,
         5949,
     ]
+
+
+@pytest.mark.parametrize("split", ["0", 1.5, True, None])
+def test_load_uci_names_a_split_that_is_not_an_integer(tmp_path, split):
+    folder, _, _ = write_uci_folder(tmp_path)
+    with pytest.raises(ValueError, match="split must be an integer from 0 to 1"):
+        load_uci(folder, split)
+
+
+@pytest.mark.parametrize(
+    "file, values, message",
+    [
+        ("index_target.txt", [0], "target column 0 is also listed as a feature"),
+        ("index_target.txt", [1, 2], "must name one column"),
+        ("index_features.txt", [0, 0, 2], "lists a column twice"),
+        ("index_test_0.txt", None, "in both the training and the test indices"),
+    ],
+)
+def test_load_uci_names_inconsistent_index_files(tmp_path, file, values, message):
+    folder, _, _ = write_uci_folder(tmp_path)
+    base = os.path.join(folder, "data")
+    if values is None:  # the test rows are the training rows
+        values = np.loadtxt(os.path.join(base, "index_train_0.txt"), dtype=int)
+    np.savetxt(os.path.join(base, file), values, fmt="%d")
+    with pytest.raises(ValueError, match=message):
+        load_uci(folder, 0)
