@@ -152,12 +152,8 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
     def _loss_code(self):
         """The engine's code of the training loss."""
 
-    def _after_training(self, validation_data):
-        """Called at the end of fit and partial_fit.
-
-        ``validation_data`` is ``(X tensor, encoded targets, sample_weight)`` of
-        the rows held out by ``early_stopping``, or None.
-        """
+    def _after_training(self):
+        """Called at the end of fit and partial_fit."""
 
     def _kl_weight(self):
         """Weight of the KL term of the weight distribution (0: the paper)."""
@@ -264,7 +260,7 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
 
         if self.early_stopping:
             stratify = targets if targets.ndim == 1 else None
-            X, X_val, targets, targets_val, sample_weight, weight_val, y, y_val = train_test_split(
+            X, X_val, targets, _, sample_weight, weight_val, y, y_val = train_test_split(
                 X,
                 targets,
                 sample_weight,
@@ -285,10 +281,8 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
 
             self._history.best_state = None
             self._history.best_validation_score = -np.inf
-            validation_data = (X_val_tensor, targets_val, weight_val)
         else:
             validation_score = None
-            validation_data = None
 
         data = _engine.TrainingData(
             X=_to_tensor(X, torch.float32, device),
@@ -317,7 +311,7 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
         )
         self._optimizer_state = optimizer.state_dict()
         self._publish_history()
-        self._after_training(validation_data)
+        self._after_training()
         if not (stopped or incremental):
             _engine.warn_not_converged(max_epochs)
         return self

@@ -119,7 +119,7 @@ class _StochasticRegressor(RegressorMixin, BaseStochasticNetwork):
             return mean
         return mean, self._to_output_shape(np.sqrt(variance) * self.target_scale_)
 
-    def _after_training(self, validation_data):
+    def _after_training(self):
         # The observation noise of the squared-error model.  Held-out rows give
         # an honest estimate, taken from the scoring of the epoch whose
         # parameters were kept; without them, the last epoch's training loss is
@@ -128,19 +128,14 @@ class _StochasticRegressor(RegressorMixin, BaseStochasticNetwork):
         self._epoch_validation_noise = []
         if self._gaussian():
             self.noise_variance_ = None
-        elif validation_data is None:
-            # Before any finished epoch the network knows nothing: the targets'
-            # own (standardised) variance is the noise.
-            losses = np.asarray(self._history.last_output_losses or 1.0)
-            self.noise_variance_ = losses * self.target_scale_**2
         elif epoch_noise:
             scores = self._history.validation_scores[-len(epoch_noise) :]
             self.noise_variance_ = epoch_noise[int(np.argmax(scores))]
         else:
-            X_val, targets_val, weight_val = validation_data
-            residuals = targets_val.reshape(len(targets_val), -1) - self._predictive_mean(X_val)
-            residual_variance = np.average(residuals**2, axis=0, weights=weight_val)
-            self.noise_variance_ = residual_variance * self.target_scale_**2
+            # Before any finished epoch the network knows nothing: the targets'
+            # own (standardised) variance is the noise.
+            losses = np.asarray(self._history.last_output_losses or 1.0)
+            self.noise_variance_ = losses * self.target_scale_**2
 
     def _validation_score(self, X, y, sample_weight):
         predicted = self._predict_tensor(X)

@@ -216,9 +216,9 @@ def noise_pass_fractions(repeats, n_rows=8192, n_features=8):
         pass_seconds = []
         after_training = model._after_training
 
-        def timed(validation_data, after_training=after_training, pass_seconds=pass_seconds):
+        def timed(after_training=after_training, pass_seconds=pass_seconds):
             start = time.perf_counter()
-            after_training(validation_data)
+            after_training()
             pass_seconds.append(time.perf_counter() - start)
 
         model._after_training = timed
