@@ -159,6 +159,11 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
         """Weight of the KL term of the weight distribution (0: the paper)."""
         return 0.0
 
+    @abstractmethod
+    def _reference_loss(self):
+        """Training loss of a model that ignores X (predicts the training mean or
+        the class frequencies): a fit far above it has failed."""
+
     def _weight_independent_outputs(self):
         """Number of trailing network outputs that must not vary with the weight noise."""
         return 0
@@ -312,6 +317,7 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
         self._optimizer_state = optimizer.state_dict()
         self._publish_history()
         self._after_training()
+        _engine.warn_if_far_above(self._history.last_output_losses, self._reference_loss())
         if not (stopped or incremental):
             _engine.warn_not_converged(max_epochs)
         return self

@@ -40,8 +40,9 @@ NOISE_CHUNK_ROWS = 16384
 #: a second thread slowed batch-1 epochs by 10-20 % and sped up 80 MFLOP steps
 #: by 30 %.
 SINGLE_THREAD_FLOPS = 10e6
-#: Warnings point at the user's call: warn <- train or warn_not_converged <-
-#: the estimator's ``_fit`` <- ``fit`` or ``partial_fit`` <- the user's code.
+#: Warnings point at the user's call: warn <- train, warn_not_converged or
+#: warn_if_far_above <- the estimator's ``_fit`` <- ``fit`` or ``partial_fit``
+#: <- the user's code.
 USER_STACKLEVEL = 4
 
 
@@ -925,6 +926,30 @@ def report_epoch(verbose, epoch, max_epochs, n_iter, loss, score, elapsed):
     end = "\n" if done == max_epochs else ""
     sys.stderr.write(f"\r[{bar}] {done}/{max_epochs} {message}, ETA {remaining:.0f}s{end}")
     sys.stderr.flush()
+
+
+#: A last epoch's loss this many times that of a model ignoring X is a failed fit.
+FAILED_FIT_FACTOR = 10.0
+
+
+def warn_if_far_above(output_losses, reference):
+    """Warn when the last epoch's mean loss is far above ``reference``.
+
+    Training can run away without any loss becoming inf or NaN (a huge
+    learning rate); its predictions are then finite but meaningless.
+    """
+    if not output_losses:
+        return
+    loss = sum(output_losses) / len(output_losses)
+    if loss > FAILED_FIT_FACTOR * max(reference, 1e-12):
+        warnings.warn(
+            f"The last epoch's training loss, {loss:.3g}, is more than "
+            f"{FAILED_FIT_FACTOR:g} times that of a model that ignores X ({reference:.3g}): "
+            "training has not found a useful fit and its predictions are not to be trusted. "
+            "Lower learning_rate_init, or scale X and y (for example with StandardScaler).",
+            ConvergenceWarning,
+            stacklevel=USER_STACKLEVEL,
+        )
 
 
 def warn_not_converged(max_epochs):

@@ -62,6 +62,10 @@ class _StochasticClassifier(ClassifierMixin, BaseStochasticNetwork):
                 )
         return np.searchsorted(self.classes_, y), self.classes_.size
 
+    def _reference_loss(self):
+        # Cross-entropy of predicting every class with equal probability.
+        return float(np.log(self.classes_.size))
+
     def _targets_tensor(self, targets, device):
         return torch.tensor(targets, dtype=torch.long, device=device)
 

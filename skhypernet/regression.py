@@ -37,6 +37,11 @@ class _StochasticRegressor(RegressorMixin, BaseStochasticNetwork):
     def _architecture_params(self):
         return {**super()._architecture_params(), "loss": self.loss}
 
+    def _reference_loss(self):
+        # Standardised targets predicted by their mean: squared error 1, and
+        # Gaussian negative log-likelihood (without its constant) 1/2.
+        return 0.5 if self._gaussian() else 1.0
+
     def _gaussian(self):
         # The loss the network was built for: changing ``loss`` after fit
         # takes effect at the next fit, as any parameter does.

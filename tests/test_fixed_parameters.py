@@ -135,3 +135,18 @@ def test_mixed_label_types_are_named():
     y = np.array(["a", 1] * 15, dtype=object)
     with pytest.raises(ValueError, match="Mix of label input types"):
         HyperNetClassifier(max_iter=1).fit(X, y)
+
+
+@pytest.mark.parametrize("cls", [HyperNetRegressor, SGDBaseline, HyperNetClassifier])
+def test_a_runaway_fit_warns_even_when_every_loss_is_finite(cls):
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(100, 3))
+    y = X[:, 0] + 0.1 * rng.normal(size=100)
+    if cls is HyperNetClassifier:
+        y = y > 0
+    with pytest.warns(ConvergenceWarning, match="not found a useful fit") as record:
+        cls(learning_rate_init=10.0, max_iter=20, random_state=0).fit(X, y)
+    assert any(r.filename == __file__ for r in record)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        cls(max_iter=50, n_iter_no_change=5, random_state=0).fit(X, y)
