@@ -21,23 +21,48 @@ from . import HyperNetRegressor, SGDBaseline
 
 
 def load_csv(path, target):
-    """Read a numeric CSV file with a header; return X, y and feature names."""
+    """Read a numeric CSV file with a header; return X, y and feature names.
+
+    A first column without a name whose values are 0, 1, 2, ... is the row
+    index that ``pandas.DataFrame.to_csv`` writes, and is dropped.  Raises a
+    ValueError that says what is wrong with the file.
+    """
     import csv
 
-    with open(path, newline="") as handle:
-        rows = list(csv.reader(handle))
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = [row for row in csv.reader(handle) if row]
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{path} is not UTF-8 text ({error.reason} at byte {error.start}); save it as UTF-8."
+        ) from None
     if not rows:
         raise ValueError(f"{path} is empty.")
-    header, body = rows[0], [row for row in rows[1:] if row]
+    header, body = rows[0], rows[1:]
     if target not in header:
         raise ValueError(f"Column {target!r} is not in {path}; columns: {header}.")
+    if header.count(target) > 1:
+        raise ValueError(f"{path} has {header.count(target)} columns named {target!r}.")
+    if not body:
+        raise ValueError(f"{path} has a header but no rows of data.")
     try:
         data = np.array(body, dtype=np.float64)
     except ValueError as error:
         raise ValueError(f"{path} must contain only numbers below its header: {error}") from None
+    if header[0] in ("", "Unnamed: 0") and np.array_equal(data[:, 0], np.arange(len(data))):
+        header, data = header[1:], data[:, 1:]
     column = header.index(target)
+    y = data[:, column]
+    X = np.delete(data, column, axis=1)
     features = [name for index, name in enumerate(header) if index != column]
-    return np.delete(data, column, axis=1), data[:, column], features
+    if not features:
+        raise ValueError(f"{path} has no feature column besides the target {target!r}.")
+    if not np.all(np.isfinite(y)):
+        raise ValueError(f"The target column {target!r} of {path} holds NaN or infinite values.")
+    bad = [name for name, finite in zip(features, np.isfinite(X).all(axis=0)) if not finite]
+    if bad:
+        raise ValueError(f"Feature columns {bad} of {path} hold NaN or infinite values.")
+    return X, y, features
 
 
 def estimators(max_iter, random_state):
@@ -89,6 +114,21 @@ def compare(X, y, cv, max_iter, random_state, out=None):
     return results
 
 
+def _at_least(minimum):
+    """An argparse type: an integer of at least ``minimum``."""
+
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m skhypernet",
@@ -97,10 +137,18 @@ def main(argv=None):
     )
     parser.add_argument("--csv", help="CSV file with a header row (default: diabetes)")
     parser.add_argument("--target", help="target column of the CSV file")
-    parser.add_argument("--cv", type=int, default=5, help="number of folds (default 5)")
-    parser.add_argument("--max-iter", type=int, default=200, help="epochs (default 200)")
-    parser.add_argument("--random-state", type=int, default=0)
+    parser.add_argument(
+        "--cv", type=_at_least(2), default=5, help="number of folds, at least 2 (default 5)"
+    )
+    parser.add_argument(
+        "--max-iter", type=_at_least(1), default=200, help="epochs, at least 1 (default 200)"
+    )
+    parser.add_argument(
+        "--random-state", type=int, default=0, help="seed of folds and models (default 0)"
+    )
     args = parser.parse_args(argv)
+    if args.target and not args.csv:
+        parser.error("--target needs --csv")
     if args.csv:
         if not args.target:
             parser.error("--csv needs --target")
@@ -108,6 +156,8 @@ def main(argv=None):
             X, y, _ = load_csv(args.csv, args.target)
         except (OSError, ValueError) as error:
             parser.error(str(error))  # exits
+        if len(y) < args.cv:
+            parser.error(f"{args.csv} has {len(y)} rows: too few for --cv {args.cv}")
         source = f"{args.csv} (target {args.target!r})"
     else:
         X, y = load_diabetes(return_X_y=True)

@@ -1,5 +1,6 @@
 """``python -m skhypernet``: the main job."""
 
+import re
 import subprocess
 import sys
 
@@ -34,14 +35,44 @@ def test_main_job_on_csv(tmp_path, capsys):
         (["--csv", "missing.csv", "--target", "y"], "No such file"),
         (["--csv", "{path}"], "--csv needs --target"),
         (["--csv", "{path}", "--target", "nope"], "'nope' is not in"),
+        (["--target", "y"], "--target needs --csv"),
+        (["--cv", "1"], "must be at least 2"),
+        (["--max-iter", "0"], "must be at least 1"),
+        (["--csv", "{header_only}", "--target", "y"], "no rows of data"),
+        (["--csv", "{target_only}", "--target", "y"], "no feature column"),
+        (["--csv", "{nan_target}", "--target", "y"], "'y' of .* holds NaN"),
+        (["--csv", "{inf_feature}", "--target", "y"], r"\['x'\] of .* hold NaN or infinite"),
+        (["--csv", "{twice}", "--target", "y"], "2 columns named 'y'"),
+        (["--csv", "{latin1}", "--target", "y"], "not UTF-8"),
+        (["--csv", "{path}", "--target", "y", "--cv", "5"], "too few for --cv 5"),
     ],
 )
 def test_main_job_reports_bad_arguments(tmp_path, args, message):
-    path = tmp_path / "data.csv"
-    path.write_text("x,y\n1,2\n3,4\n")
-    args = [arg.replace("{path}", str(path)) for arg in args]
+    files = {
+        "path": "x,y\n1,2\n3,4\n",
+        "header_only": "x,y\n",
+        "target_only": "y\n1\n2\n",
+        "nan_target": "x,y\n1,nan\n3,4\n",
+        "inf_feature": "x,y\n1,2\ninf,4\n",
+        "twice": "x,y,y\n1,2,3\n3,4,5\n",
+    }
+    for name, text in files.items():
+        (tmp_path / f"{name}.csv").write_text(text)
+    (tmp_path / "latin1.csv").write_bytes("x,y,größe\n1,2,3\n".encode("latin-1"))
+    for name in [*files, "latin1"]:
+        args = [arg.replace("{" + name + "}", str(tmp_path / f"{name}.csv")) for arg in args]
     result = subprocess.run(
         [sys.executable, "-m", "skhypernet", *args], capture_output=True, text=True
     )
     assert result.returncode == 2
-    assert message in result.stderr
+    assert re.search(message, result.stderr), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_pandas_index_column_is_not_a_feature(tmp_path, capsys):
+    rng = np.random.RandomState(0)
+    rows = [",a,b,y"] + [f"{i},{rng.normal()},{rng.normal()},{rng.normal()}" for i in range(20)]
+    path = tmp_path / "frame.csv"
+    path.write_text("\n".join(rows) + "\n")
+    assert main(["--csv", str(path), "--target", "y", "--cv", "2", "--max-iter", "2"]) == 0
+    assert "20 rows x 2 features" in capsys.readouterr().out
