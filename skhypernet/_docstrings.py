@@ -101,8 +101,9 @@ TRAINING_PARAMETERS = """\
         left on standard error.
 
     device : {'cpu', 'cuda', 'auto'}, default='cpu'
-        Where to train.  'auto' picks CUDA when available.  Fitted models are
-        pickled with CPU tensors, so they load on machines without a GPU.
+        Where to train.  'auto' picks CUDA when available.  Saved models hold
+        no torch objects (parameters are stored as numpy arrays), so a model
+        fitted on a GPU loads on a machine without one.
 """
 
 COMMON_ATTRIBUTES = """\

@@ -159,8 +159,11 @@ def _read_idx(folder, stem, n_dims):
     else:
         raise FileNotFoundError(f"Missing file {os.path.join(folder, stem)}[.gz] (MNIST).")
     opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as handle:
-        raw = handle.read()
+    try:
+        with opener(path, "rb") as handle:
+            raw = handle.read()
+    except (EOFError, gzip.BadGzipFile) as error:
+        raise ValueError(f"{path} is not a complete gzip file ({error}).") from None
     expected_magic = 0x00000800 | n_dims  # unsigned bytes, n_dims dimensions
     if len(raw) < 4 + 4 * n_dims:
         raise ValueError(f"{path} is too short for an IDX header.")

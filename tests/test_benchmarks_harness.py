@@ -312,3 +312,33 @@ def test_kl_weight_cross_validation_uses_training_rows_only(tmp_path, capsys, mo
     n_train = len(seen[0][2])
     # Every fold scores rows of the training part of the split: half of them.
     assert all(r["n_validation"] == n_train // 2 for r in records)
+
+
+def test_every_benchmark_option_has_help_and_no_markup(capsys):
+    import argparse
+
+    from skhypernet.benchmarks import __main__ as command_line
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "``" not in capsys.readouterr().out
+    parsers = []
+    original = argparse.ArgumentParser.parse_args
+
+    def capture(parser, args=None, namespace=None):
+        parsers.append(parser)
+        raise SystemExit(0)
+
+    argparse.ArgumentParser.parse_args = capture
+    try:
+        with pytest.raises(SystemExit):
+            command_line.main([])
+    finally:
+        argparse.ArgumentParser.parse_args = original
+    commands = next(
+        action for action in parsers[0]._actions if isinstance(action, argparse._SubParsersAction)
+    )
+    for name, subparser in commands.choices.items():
+        for action in subparser._actions:
+            if action.option_strings and action.dest != "help":
+                assert action.help, f"{name} {action.option_strings} has no help text"

@@ -130,3 +130,15 @@ def test_load_uci_names_inconsistent_index_files(tmp_path, file, values, message
     np.savetxt(os.path.join(base, file), values, fmt="%d")
     with pytest.raises(ValueError, match=message):
         load_uci(folder, 0)
+
+
+def test_truncated_mnist_gzip_names_the_file(tmp_path):
+    from skhypernet.datasets import load_mnist
+
+    from .conftest import write_mnist_folder
+
+    write_mnist_folder(tmp_path)
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:-40])
+    with pytest.raises(ValueError, match="train-images-idx3-ubyte.gz is not a complete gzip"):
+        load_mnist(tmp_path)

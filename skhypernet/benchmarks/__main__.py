@@ -17,7 +17,9 @@ from ._results import BenchmarkInputError
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        prog="python -m skhypernet.benchmarks", description=__doc__.split("\n\n")[1]
+        prog="python -m skhypernet.benchmarks",
+        # The docstring's reStructuredText literals read as plain text here.
+        description=__doc__.split("\n\n")[1].replace("``", ""),
     )
     commands = parser.add_subparsers(dest="command", required=True)
     uci.add_arguments(commands.add_parser("uci", help="UCI regression, Table 1"))

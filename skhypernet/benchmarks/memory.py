@@ -27,8 +27,12 @@ print(seconds, status("VmHWM") - before)
 
 
 def add_arguments(parser):
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--samples", type=int, default=100)
+    parser.add_argument(
+        "--rows", type=int, default=1_000_000, help="rows to predict (default: 1,000,000)"
+    )
+    parser.add_argument(
+        "--samples", type=int, default=100, help="weight samples S per row (default: 100)"
+    )
 
 
 def run(args):

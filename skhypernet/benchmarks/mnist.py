@@ -29,9 +29,19 @@ def architectures():
 
 
 def add_arguments(parser):
-    parser.add_argument("--data", required=True, help="folder with the four MNIST IDX files")
     parser.add_argument(
-        "--architectures", nargs="+", default=list(architectures()), choices=list(architectures())
+        "--data",
+        required=True,
+        help="folder with MNIST's four IDX files (train-images-idx3-ubyte, "
+        "train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte), "
+        "gzipped or not, as published by Yann LeCun's MNIST page",
+    )
+    parser.add_argument(
+        "--architectures",
+        nargs="+",
+        default=list(architectures()),
+        choices=list(architectures()),
+        help="main networks of Table 2 to run (default: all)",
     )
     parser.add_argument("--epochs", type=int, default=2000, help="epochs (paper: 2000)")
     parser.add_argument(
@@ -40,7 +50,9 @@ def add_arguments(parser):
         default=20,
         help="test error is averaged over this many last epochs (paper: 20)",
     )
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument(
+        "--batch-size", type=int, default=256, help="rows per step (paper and default: 256)"
+    )
     parser.add_argument(
         "--predict-samples", type=int, default=10, help="weight samples S averaged at prediction"
     )
@@ -50,8 +62,14 @@ def add_arguments(parser):
         default=None,
         help="use only the first N training images (default: all 60,000)",
     )
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(METHODS),
+        choices=list(METHODS),
+        help="methods to run (default: all)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random_state (default: 0)")
     add_store_arguments(parser)
 
 

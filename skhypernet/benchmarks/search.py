@@ -27,8 +27,10 @@ GRID = {
 
 
 def add_arguments(parser):
-    parser.add_argument("--max-iter", type=int, default=50, help="epochs per candidate")
-    parser.add_argument("--cv", type=int, default=3)
+    parser.add_argument(
+        "--max-iter", type=int, default=50, help="epochs per candidate (default: 50)"
+    )
+    parser.add_argument("--cv", type=int, default=3, help="cross-validation folds (default: 3)")
 
 
 def search_seconds(n_jobs, max_iter, cv):

