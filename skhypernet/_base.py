@@ -398,6 +398,21 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
             generator.set_state(torch.from_numpy(np.array(state["_generator"])))
             state["_generator"] = generator
         super().__setstate__(state)
+        if hasattr(self, "network_"):
+            self._check_restored_state()
+
+    def _check_restored_state(self):
+        """Raise a ValueError where the fitted attributes disagree with the network."""
+        shapes = self.network_.weight_generator.shapes
+        if shapes[0][0] != self.n_features_in_:
+            raise ValueError(
+                f"The saved model is inconsistent: n_features_in_ is {self.n_features_in_} "
+                f"but its network takes {shapes[0][0]} inputs."
+            )
+        self._check_outputs(shapes[-1][1])
+
+    def _check_outputs(self, n_network_outputs):
+        """Task-specific checks of a restored model against its network's output width."""
 
 
 def _to_numpy(obj):

@@ -19,6 +19,7 @@ prediction materialises one weight set per Monte Carlo sample (eq. 4).
 """
 
 import math
+import numbers
 from typing import NamedTuple
 
 import numpy as np
@@ -292,6 +293,34 @@ def forward_materialised(x, layers):
     return hidden
 
 
+def expected_parameter_shapes(arrays):
+    """``{name: shape}`` of the parameters of the architecture in ``arrays``
+    (:meth:`StochasticMLP.to_arrays`), computed without building the module."""
+    shapes = [tuple(shape) for shape in arrays["shapes"]]
+    sizes_ok = all(
+        len(shape) == 2 and all(isinstance(n, numbers.Integral) and n >= 1 for n in shape)
+        for shape in shapes
+    )
+    if not shapes or not sizes_ok or any(a[1] != b[0] for a, b in zip(shapes[:-1], shapes[1:])):
+        raise ValueError(f"The saved network's layer shapes {shapes} do not form a network.")
+    prefix = "weight_generator."
+    expected = {}
+    if "input_noise_raw" in arrays["parameters"]:
+        expected["input_noise_raw"] = ()
+    if arrays["hypernetwork"]:
+        sizes = [int(arrays["noise_dim"]), *(int(n) for n in arrays["hidden_sizes"])]
+        expected[prefix + "noise_scale_raw"] = ()
+        for index, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            expected[f"{prefix}hidden_weights.{index}"] = (n_in, n_out)
+            expected[f"{prefix}hidden_biases.{index}"] = (n_out,)
+        code_size = sizes[-1] + 1
+    else:
+        code_size = 1
+    for index, (fan_in, fan_out) in enumerate(shapes):
+        expected[f"{prefix}heads.{index}"] = (code_size, fan_in + 1, fan_out)
+    return expected
+
+
 class StochasticMLP(nn.Module):
     """Main network with input noise and a weight generator.
 
@@ -340,8 +369,21 @@ class StochasticMLP(nn.Module):
 
     @classmethod
     def from_arrays(cls, arrays):
-        """Rebuild a module on the CPU from :meth:`to_arrays`."""
+        """Rebuild a module on the CPU from :meth:`to_arrays`.
+
+        The stored parameters' shapes are checked against the stored
+        architecture before anything is allocated, so a damaged or tampered
+        file gives a ValueError instead of a huge allocation or a silently
+        wrong model.
+        """
         shapes = [tuple(shape) for shape in arrays["shapes"]]
+        expected = expected_parameter_shapes(arrays)
+        found = {name: np.shape(value) for name, value in arrays["parameters"].items()}
+        if found != expected:
+            raise ValueError(
+                "The saved network is inconsistent: its parameters do not have the shapes its "
+                f"architecture implies (expected {expected}, found {found})."
+            )
         generator = torch.Generator()
         if arrays["hypernetwork"]:
             weights = HyperNetwork(

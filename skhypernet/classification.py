@@ -62,6 +62,13 @@ class _StochasticClassifier(ClassifierMixin, BaseStochasticNetwork):
                 )
         return np.searchsorted(self.classes_, y), self.classes_.size
 
+    def _check_outputs(self, n_network_outputs):
+        if n_network_outputs != len(self.classes_):
+            raise ValueError(
+                f"The saved model is inconsistent: classes_ holds {len(self.classes_)} classes "
+                f"but its network has {n_network_outputs} outputs."
+            )
+
     def _reference_loss(self):
         # Cross-entropy of predicting every class with equal probability.
         return float(np.log(self.classes_.size))

@@ -37,6 +37,19 @@ class _StochasticRegressor(RegressorMixin, BaseStochasticNetwork):
     def _architecture_params(self):
         return {**super()._architecture_params(), "loss": self.loss}
 
+    def _check_outputs(self, n_network_outputs):
+        expected = self.n_outputs_ * (2 if self._gaussian() else 1)
+        arrays = {"target_mean_": self.target_mean_, "target_scale_": self.target_scale_}
+        if self.noise_variance_ is not None:
+            arrays["noise_variance_"] = self.noise_variance_
+        wrong = [name for name, value in arrays.items() if np.shape(value) != (self.n_outputs_,)]
+        if n_network_outputs != expected or wrong:
+            raise ValueError(
+                f"The saved model is inconsistent: n_outputs_ is {self.n_outputs_}, its network "
+                f"has {n_network_outputs} outputs (expected {expected})"
+                + (f", and {wrong} do not have shape ({self.n_outputs_},)." if wrong else ".")
+            )
+
     def _reference_loss(self):
         # Standardised targets predicted by their mean: squared error 1, and
         # Gaussian negative log-likelihood (without its constant) 1/2.

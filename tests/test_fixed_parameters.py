@@ -1,5 +1,6 @@
 """Parameters fixed when the network is built: clear errors, never silent."""
 
+import copy
 import warnings
 
 import numpy as np
@@ -150,3 +151,49 @@ def test_a_runaway_fit_warns_even_when_every_loss_is_finite(cls):
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
         cls(max_iter=50, n_iter_no_change=5, random_state=0).fit(X, y)
+
+
+def restored(model, tamper):
+    """``model`` rebuilt from its saved state after ``tamper(state)``."""
+    state = copy.deepcopy(model.__getstate__())
+    tamper(state)
+    clone = type(model).__new__(type(model))
+    clone.__setstate__(state)
+    return clone
+
+
+def test_untampered_state_restores():
+    model = fitted()
+    X, _ = data()
+    np.testing.assert_array_equal(restored(model, lambda state: None).predict(X), model.predict(X))
+
+
+@pytest.mark.parametrize(
+    "cls, tamper, message",
+    [
+        (
+            HyperNetRegressor,
+            lambda s: s.update(target_mean_=np.zeros(3)),
+            r"\['target_mean_'\] do not have shape",
+        ),
+        (
+            HyperNetClassifier,
+            lambda s: s.update(classes_=np.arange(5)),
+            "classes_ holds 5 classes but its network has 2 outputs",
+        ),
+        (
+            HyperNetRegressor,
+            lambda s: s["network_"].update(shapes=[[20000, 20000], [20000, 1]]),
+            "do not have the shapes its architecture implies",
+        ),
+        (
+            HyperNetRegressor,
+            lambda s: s["network_"].update(shapes=[[3, 50], [7, 1]]),
+            "do not form a network",
+        ),
+        (HyperNetRegressor, lambda s: s.update(n_features_in_=4), "takes 3 inputs"),
+    ],
+)
+def test_tampered_saved_state_is_refused(cls, tamper, message):
+    with pytest.raises(ValueError, match=message):
+        restored(fitted(cls), tamper)
