@@ -35,7 +35,8 @@ HYPERNET_PARAMETERS = """\
     n_predict_samples : int, default=100
         Number S of weight samples whose outputs are averaged at prediction
         (eq. 4 of the paper).  The samples are fixed at fit time, so
-        predictions are repeatable and do not depend on the other rows of X.
+        predictions are repeatable and depend on the other rows of X only
+        through float64 rounding (relative differences of order 1e-16).
 """
 
 MAIN_PARAMETERS = """\

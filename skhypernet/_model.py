@@ -477,9 +477,11 @@ class StochasticMLP(nn.Module):
         """Average of ``transform(outputs)`` over weight samples (eq. 4).
 
         The samples are the same for every call and every row, and the part
-        that depends on ``x`` runs in float64, so a row's result does not
-        depend on the other rows.  Memory stays bounded by evaluating blocks
-        of samples and rows.
+        that depends on ``x`` runs in float64, so a row's result depends on the
+        other rows only through float64 rounding (matrix-product kernels may
+        sum in another order for another number of rows: relative differences
+        of order 1e-16).  Memory stays bounded by evaluating blocks of samples
+        and rows.
 
         Parameters
         ----------

@@ -197,3 +197,18 @@ def test_untampered_state_restores():
 def test_tampered_saved_state_is_refused(cls, tamper, message):
     with pytest.raises(ValueError, match=message):
         restored(fitted(cls), tamper)
+
+
+@pytest.mark.parametrize("cls", [HyperNetRegressor, HyperNetClassifier])
+def test_a_rows_prediction_depends_on_other_rows_only_through_rounding(cls):
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(300, 8))
+    y = X @ rng.normal(size=8)
+    if cls is HyperNetClassifier:
+        y = y > 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = cls(max_iter=3, random_state=0).fit(X, y)
+    predict = model.predict_proba if cls is HyperNetClassifier else model.predict
+    np.testing.assert_allclose(predict(X)[:5], predict(X[:5]), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(predict(X)[7], predict(X[7:8])[0], rtol=1e-12, atol=1e-14)
