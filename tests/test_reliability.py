@@ -191,3 +191,46 @@ def test_skops_round_trip_with_the_project_types_trusted(cls, tmp_path):
     loaded.fit(X, y)  # training continues from the loaded state
     model.fit(X, y)
     np.testing.assert_array_equal(predictions(loaded, X), predictions(model, X))
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_stopping_the_harness_stops_its_workers(tmp_path, stop):
+    psutil = pytest.importorskip("psutil")
+    write_uci_folder(tmp_path / "data", name="toy", n_rows=200, n_splits=4)
+    command = [
+        sys.executable,
+        "-m",
+        "skhypernet.benchmarks",
+        "uci",
+        "--data",
+        str(tmp_path / "data"),
+        "--epochs",
+        "500",
+        "--jobs",
+        "2",
+        "--results",
+        str(tmp_path / "results.jsonl"),
+    ]
+    # A parent that ignores SIGINT (pytest-xdist's workers) passes that on.
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.default_int_handler),
+    )
+    parent = psutil.Process(process.pid)
+    deadline = time.monotonic() + 60
+    workers = []
+    while len(workers) < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+        workers = [
+            child
+            for child in parent.children(recursive=True)
+            if "loky" in " ".join(child.cmdline()) or "joblib" in " ".join(child.cmdline())
+        ]
+    assert len(workers) >= 2, "the harness never started its worker processes"
+    time.sleep(2)  # the workers are inside their first fits
+    process.send_signal(stop)
+    process.wait(timeout=30)
+    _, alive = psutil.wait_procs(workers, timeout=15)
+    assert not alive, f"{len(alive)} worker(s) still running after the harness stopped"

@@ -9,10 +9,15 @@ parallel GridSearchCV).
 """
 
 import argparse
+import signal
 import sys
 
 from . import kl_weight, memory, mnist, search, speed, uci
 from ._results import BenchmarkInputError
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def main(argv=None):
@@ -34,6 +39,8 @@ def main(argv=None):
     memory.add_arguments(commands.add_parser("memory", help="peak memory of predict"))
     search.add_arguments(commands.add_parser("search", help="GridSearchCV, n_jobs=1 vs 2"))
     args = parser.parse_args(argv)
+    # SIGTERM ends the run as Ctrl-C does, so that its worker processes are stopped.
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     runners = {
         "uci": uci.run,
         "mnist": mnist.run,

@@ -8,6 +8,7 @@ original units averaged over the last 20 epochs.  The table reports the mean
 and standard error over splits beside the published figures.
 """
 
+import contextlib
 import os
 import time
 import warnings
@@ -305,16 +306,30 @@ def execute(tasks, store, jobs, out, task_runner=None, key_fields=None):
     )
     progress = Progress(len(todo), time.perf_counter)
     runner = Parallel(n_jobs=jobs, return_as="generator_unordered")
-    for record in runner(delayed(task_runner)(task) for task in todo):
-        store.append(record)
-        where = " ".join(f"{k} {record[k]}" for k in key_fields[1:-2])
-        print(
-            progress.line(
-                f"{record['dataset']} {where} {record['method']}: RMSE {record['rmse']:.3f}"
-            ),
-            file=out,
-            flush=True,
-        )
+    with workers_stopped_on_exit():
+        for record in runner(delayed(task_runner)(task) for task in todo):
+            store.append(record)
+            where = " ".join(f"{k} {record[k]}" for k in key_fields[1:-2])
+            print(
+                progress.line(
+                    f"{record['dataset']} {where} {record['method']}: RMSE {record['rmse']:.3f}"
+                ),
+                file=out,
+                flush=True,
+            )
+
+
+@contextlib.contextmanager
+def workers_stopped_on_exit():
+    """Kill the worker processes when the run ends early (Ctrl-C, SIGTERM, an error):
+    left alone they would compute on, unheard, for minutes."""
+    try:
+        yield
+    except BaseException:
+        from joblib.externals.loky import get_reusable_executor
+
+        get_reusable_executor().shutdown(wait=False, kill_workers=True)
+        raise
 
 
 def _by_dataset_and_method(records):
