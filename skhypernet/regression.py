@@ -124,7 +124,7 @@ class _StochasticRegressor(RegressorMixin, BaseStochasticNetwork):
             return first, None
         spread = np.maximum(second - first**2, 0.0)
         if not gaussian:
-            noise = np.broadcast_to(self.noise_variance_ / self.target_scale_**2, first.shape)
+            noise = np.broadcast_to(self._standardised_noise, first.shape)
         return first, spread + noise
 
     def _to_output_shape(self, y):
@@ -145,20 +145,25 @@ class _StochasticRegressor(RegressorMixin, BaseStochasticNetwork):
         epoch_noise = getattr(self, "_epoch_validation_noise", [])
         self._epoch_validation_noise = []
         if self._gaussian():
-            self.noise_variance_ = None
-        elif epoch_noise:
+            self.noise_variance_ = self._standardised_noise = None
+            return
+        if epoch_noise:
             scores = self._history.validation_scores[-len(epoch_noise) :]
-            self.noise_variance_ = epoch_noise[int(np.argmax(scores))]
+            standardised = epoch_noise[int(np.argmax(scores))]
         else:
             # Before any finished epoch the network knows nothing: the targets'
             # own (standardised) variance is the noise.
-            losses = np.asarray(self._history.last_output_losses or 1.0)
-            self.noise_variance_ = losses * self.target_scale_**2
+            standardised = np.asarray(self._history.last_output_losses or 1.0)
+        # Kept in standardised units too: in target units it can under- or
+        # overflow for targets of extreme scale.
+        self._standardised_noise = standardised * np.ones_like(self.target_scale_)
+        self.noise_variance_ = self._standardised_noise * self.target_scale_**2
 
     def _validation_score(self, X, y, sample_weight):
         predicted = self._predict_tensor(X)
         if not self._gaussian():
             residuals = np.reshape(y, (len(y), -1)) - np.reshape(predicted, (len(y), -1))
+            residuals = residuals / self.target_scale_
             if not hasattr(self, "_epoch_validation_noise"):
                 self._epoch_validation_noise = []
             self._epoch_validation_noise.append(
@@ -239,7 +244,7 @@ class _StochasticRegressor(RegressorMixin, BaseStochasticNetwork):
             means, noise_std = means.numpy(), torch.exp(0.5 * log_variances).numpy()
         else:
             means = outputs
-            noise_std = np.sqrt(self.noise_variance_) / self.target_scale_
+            noise_std = np.sqrt(self._standardised_noise)
         draws = means + noise_std * rng.standard_normal(means.shape)
         draws = draws * self.target_scale_ + self.target_mean_  # (S, n, n_outputs)
         draws = np.moveaxis(draws, 0, -1)

@@ -212,3 +212,29 @@ def test_a_rows_prediction_depends_on_other_rows_only_through_rounding(cls):
     predict = model.predict_proba if cls is HyperNetClassifier else model.predict
     np.testing.assert_allclose(predict(X)[:5], predict(X[:5]), rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(predict(X)[7], predict(X[7:8])[0], rtol=1e-12, atol=1e-14)
+
+
+def test_tiny_targets_give_a_finite_standard_deviation():
+    X, y = data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = HyperNetRegressor(max_iter=2, random_state=0).fit(X, 1e-300 * y)
+    mean, std = model.predict(X, return_std=True)
+    assert np.all(np.isfinite(std)) and np.all(std > 0)
+    assert np.all(np.isfinite(model.sample_y(X, n_samples=2, random_state=0)))
+
+
+def test_red_team_pass_finds_no_silent_wrong_result_crash_or_data_loss():
+    from skhypernet.benchmarks import red_team
+
+    counts = red_team.measure(seed=0)
+    assert set(counts) == {
+        "bad data",
+        "bad parameters",
+        "tampered saved state",
+        "benchmark results files",
+    }
+    for category, tally in counts.items():
+        assert sum(tally.values()) >= 10, category
+        for outcome in ("silent wrong", "crash", "data loss"):
+            assert tally[outcome] == 0, (category, outcome, tally)

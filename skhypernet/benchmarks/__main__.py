@@ -12,7 +12,7 @@ import argparse
 import signal
 import sys
 
-from . import kl_weight, memory, mnist, search, speed, uci
+from . import kl_weight, memory, mnist, red_team, search, speed, uci
 from ._results import BenchmarkInputError
 
 
@@ -38,6 +38,9 @@ def main(argv=None):
     speed.add_arguments(commands.add_parser("speed", help="training engine speed"))
     memory.add_arguments(commands.add_parser("memory", help="peak memory of predict"))
     search.add_arguments(commands.add_parser("search", help="GridSearchCV, n_jobs=1 vs 2"))
+    red_team.add_arguments(
+        commands.add_parser("red-team", help="bad inputs: clear errors, never silent or lost")
+    )
     args = parser.parse_args(argv)
     # SIGTERM ends the run as Ctrl-C does, so that its worker processes are stopped.
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
@@ -49,6 +52,7 @@ def main(argv=None):
         "speed": speed.run,
         "memory": memory.run,
         "search": search.run,
+        "red-team": red_team.run,
     }
     try:
         return runners[args.command](args)

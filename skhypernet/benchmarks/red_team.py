@@ -1,0 +1,263 @@
+"""Red-team pass: bad data, bad parameters, tampered saved state, harness files.
+
+Every attempt ends in one of five outcomes:
+
+- *works*: the call returned and everything it returned is finite and of the
+  right shape;
+- *clear error*: a ValueError or TypeError raised by skhypernet or
+  scikit-learn's validation, not from deep inside numpy or torch;
+- *silent wrong*: the call returned something non-finite or of the wrong shape;
+- *crash*: any other exception, or a ValueError/TypeError from deep inside a
+  library;
+- *data loss*: a results file changed although the call failed.
+
+The table counts them per category; the last three columns should be 0.
+"""
+
+import copy
+import json
+import os
+import tempfile
+import traceback
+import warnings
+
+import numpy as np
+
+from .. import HyperNetClassifier, HyperNetRegressor, SGDBaseline, SGDBaselineClassifier
+from ._results import BenchmarkInputError, ResultStore, markdown_table
+
+OUTCOMES = ("works", "clear error", "silent wrong", "crash", "data loss")
+FAST = {"max_iter": 2, "random_state": 0}
+
+
+def add_arguments(parser):
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the generated inputs (default: 0)"
+    )
+
+
+def classify(attempt):
+    """Run ``attempt`` (returns arrays to check, or None); return its outcome."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            results = attempt()
+    except (ValueError, TypeError) as error:
+        frames = traceback.extract_tb(error.__traceback__)
+        origin = frames[-1].filename if frames else ""
+        ours = any(part in origin for part in ("skhypernet", "sklearn", "argparse", "_results"))
+        return "clear error" if ours and str(error) else "crash"
+    except Exception:  # noqa: BLE001 - anything else is a crash by definition
+        return "crash"
+    for array in results or []:
+        if not np.all(np.isfinite(np.asarray(array, dtype=float))):
+            return "silent wrong"
+    return "works"
+
+
+def _data(rng, n=40, d=3):
+    X = rng.normal(size=(n, d))
+    return X, X[:, 0] + 0.1 * rng.normal(size=n)
+
+
+def _fit_predict(cls, X, y, sample_weight=None, **params):
+    def attempt():
+        model = cls(**{**FAST, **params}).fit(X, y, sample_weight=sample_weight)
+        predicted = model.predict(X[:5] if np.ndim(X) == 2 else X)
+        if hasattr(model, "noise_variance_") and model.noise_variance_ is not None:
+            return [predicted, model.predict(X[:5], return_std=True)[1]]
+        return [np.asarray(predicted, dtype=float) if predicted.dtype.kind in "fiub" else []]
+
+    return attempt
+
+
+def bad_data(rng):
+    X, y = _data(rng)
+    cases = []
+    for cls in (HyperNetRegressor, SGDBaseline):
+        for value in [
+            np.nan,
+            np.inf,
+            1e39,
+            1e300,
+            -1e300,
+        ]:
+            bad_X = X.copy()
+            bad_X[3, 1] = value
+            cases.append(_fit_predict(cls, bad_X, y))
+            bad_y = y.copy()
+            bad_y[3] = value
+            cases.append(_fit_predict(cls, X, bad_y))
+        for factor in (1e-300, 1e150, 1e200, 1e307):
+            cases.append(_fit_predict(cls, X, factor * y))
+        for weights in (
+            np.full(40, 1e308),
+            np.full(40, 1e-300),
+            -np.ones(40),
+            np.zeros(40),
+            np.r_[np.nan, np.ones(39)],
+            np.ones(39),
+        ):
+            cases.append(_fit_predict(cls, X, y, sample_weight=weights))
+        cases += [
+            _fit_predict(cls, X[:0], y[:0]),
+            _fit_predict(cls, X[:1], y[:1]),
+            _fit_predict(cls, X[:, :0], y),
+            _fit_predict(cls, X[:, :, None], y),
+            _fit_predict(cls, X.astype(str), y),
+            _fit_predict(cls, X, y[:10]),
+        ]
+    labels = (y > 0).astype(int)
+    for cls in (HyperNetClassifier, SGDBaselineClassifier):
+        cases += [
+            _fit_predict(cls, X, np.zeros(40)),
+            _fit_predict(cls, X, np.array(["a", 1] * 20, dtype=object)),
+            _fit_predict(cls, X, labels.astype(float) + 0.5),
+            _fit_predict(cls, X, np.where(labels, "yes", "no")),
+            _fit_predict(cls, X, labels, sample_weight=np.r_[np.zeros(20), np.ones(20)]),
+        ]
+    return cases
+
+
+def bad_parameters(rng):
+    X, y = _data(rng)
+    values = {
+        "hidden_layer_sizes": [(np.nan,), (np.inf,), (None,), [[3, 4]], (0,), (-3,), "50"],
+        "hyper_hidden_layer_sizes": [(np.nan,), (0,), [[2]], "x"],
+        "noise_dim": [0, -1, 2.5, np.nan, "10"],
+        "hyper_dropout": [-0.1, 1.0, 1.5, np.nan],
+        "kl_weight": [-1.0, np.nan, np.inf, "0.1"],
+        "input_noise": [-0.5, np.nan],
+        "n_predict_samples": [0, -5, 1.5],
+        "batch_size": [0, -1, "big", 2.5],
+        "learning_rate_init": [0.0, -1.0, np.nan, 1e6],
+        "max_iter": [0, -1, 2.5],
+        "tol": [-1.0],
+        "validation_fraction": [0.0, 1.0, 2.0],
+        "n_iter_no_change": [0, -1],
+        "device": ["gpu", "cuda:7"],
+        "loss": ["absolute_error", None],
+    }
+    cases = []
+    for name, bad in values.items():
+        for value in bad:
+            cases.append(_fit_predict(HyperNetRegressor, X, y, **{name: value}))
+    model = HyperNetRegressor(**FAST).fit(X, y)
+    for n_samples in (-1, 0, 2.5, True, "3"):
+        cases.append(lambda n=n_samples: [model.sample_weights(n)[0][0]])
+        cases.append(lambda n=n_samples: [model.sample_y(X, n_samples=n)])
+    for changed in ({"hidden_layer_sizes": (7,)}, {"noise_dim": 3}, {"loss": "gaussian_nll"}):
+
+        def warm(changed=changed):
+            warm_model = HyperNetRegressor(warm_start=True, **FAST).fit(X, y)
+            return [warm_model.set_params(**changed).fit(X, y).predict(X)]
+
+        cases.append(warm)
+    return cases
+
+
+def tampered_state(rng):
+    X, y = _data(rng)
+    regressor = HyperNetRegressor(**FAST).fit(X, y)
+    classifier = HyperNetClassifier(**FAST).fit(X, y > 0)
+    tampers = [
+        (regressor, lambda s: s.update(target_mean_=np.zeros(3))),
+        (regressor, lambda s: s.update(target_scale_=np.ones((1, 2)))),
+        (regressor, lambda s: s.update(noise_variance_=np.ones(4))),
+        (regressor, lambda s: s.update(n_features_in_=5)),
+        (regressor, lambda s: s["network_"].update(shapes=[[20000, 20000], [20000, 1]])),
+        (regressor, lambda s: s["network_"].update(shapes=[[3, 50], [7, 1]])),
+        (regressor, lambda s: s["network_"].update(noise_dim=4)),
+        (regressor, lambda s: s["network_"].update(hidden_sizes=[100, 60])),
+        (classifier, lambda s: s.update(classes_=np.arange(5))),
+        (classifier, lambda s: s.update(classes_=np.arange(1))),
+    ]
+    cases = []
+    for model, tamper in tampers:
+
+        def attempt(model=model, tamper=tamper):
+            state = copy.deepcopy(model.__getstate__())
+            tamper(state)
+            clone = type(model).__new__(type(model))
+            clone.__setstate__(state)
+            predicted = clone.predict(X)
+            return [np.asarray(predicted, dtype=float)]
+
+        cases.append(attempt)
+    return cases
+
+
+def results_files(rng):
+    """Attempts on results files; each returns whether the file survived."""
+    keys = ("dataset", "split")
+    record = json.dumps({"dataset": "a", "split": 0}) + "\n"
+    contents = [record, record * 3, "not json\n", "123\n{}\n", record + '{"dataset": "a", "sp']
+    cases = []
+    for text in contents:
+        for resume, overwrite in [(False, False), (True, False)]:
+            cases.append((text, resume, overwrite, keys))
+    return cases
+
+
+def run_results_file_case(case):
+    text, resume, overwrite, keys = case
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "results.jsonl")
+        with open(path, "w") as handle:
+            handle.write(text)
+        kept = [line for line in text.split("\n")[:-1]]
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ResultStore(path, resume=resume, overwrite=overwrite, record_keys=keys)
+            outcome = "works"
+        except BenchmarkInputError:
+            outcome = "clear error"
+        except Exception:  # noqa: BLE001
+            outcome = "crash"
+        with open(path) as handle:
+            after = handle.read().split("\n")
+        # Only a last line cut short by a crash may go.
+        if any(line not in after for line in kept):
+            outcome = "data loss"
+    return outcome
+
+
+CATEGORIES = {
+    "bad data": bad_data,
+    "bad parameters": bad_parameters,
+    "tampered saved state": tampered_state,
+}
+
+
+def measure(seed=0):
+    """``{category: {outcome: count}}``."""
+    counts = {}
+    for name, make_cases in CATEGORIES.items():
+        tally = dict.fromkeys(OUTCOMES, 0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the fits that set the cases up
+            cases = make_cases(np.random.RandomState(seed))
+        for attempt in cases:
+            tally[classify(attempt)] += 1
+        counts[name] = tally
+    tally = dict.fromkeys(OUTCOMES, 0)
+    for case in results_files(np.random.RandomState(seed)):
+        tally[run_results_file_case(case)] += 1
+    counts["benchmark results files"] = tally
+    return counts
+
+
+def run(args, out=None):
+    import sys
+
+    out = out or sys.stdout
+    counts = measure(args.seed)
+    header = ["category", "inputs tried", *OUTCOMES]
+    rows = [
+        [name, sum(tally.values()), *(tally[outcome] for outcome in OUTCOMES)]
+        for name, tally in counts.items()
+    ]
+    print(markdown_table(header, rows), file=out)
+    failures = sum(tally[o] for tally in counts.values() for o in OUTCOMES[2:])
+    return 1 if failures else 0
