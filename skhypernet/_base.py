@@ -314,9 +314,12 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
             verbose=self.verbose,
             kl_weight=self._kl_weight(),
         )
-        self._optimizer_state = optimizer.state_dict()
-        self._publish_history()
-        self._after_training()
+        # The fitted attributes are written together: a Ctrl-C in between would
+        # leave some of them from an earlier fit.
+        with _engine.interrupts_deferred():
+            self._optimizer_state = optimizer.state_dict()
+            self._publish_history()
+            self._after_training()
         _engine.warn_if_far_above(self._history.last_output_losses, self._reference_loss())
         if not (stopped or incremental):
             _engine.warn_not_converged(max_epochs)

@@ -24,7 +24,9 @@ straightforward formulation; the tests check the engine against it.
 import contextlib
 import copy
 import math
+import signal
 import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -608,6 +610,32 @@ def threads_for(flops_per_step):
     finally:
         if single:
             torch.set_num_threads(previous)
+
+
+@contextlib.contextmanager
+def interrupts_deferred():
+    """Hold back Ctrl-C until the block has finished, then warn that it came.
+
+    The block is short bookkeeping that must run whole.  Outside the main
+    thread, or where SIGINT is not Python's default handler, nothing changes.
+    """
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+    received = []
+    signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if received:
+        warnings.warn(
+            "Interrupted by user after training: the fitted model is complete.",
+            stacklevel=USER_STACKLEVEL,
+        )
 
 
 @contextlib.contextmanager

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import joblib
@@ -234,3 +235,30 @@ def test_stopping_the_harness_stops_its_workers(tmp_path, stop):
     process.wait(timeout=30)
     _, alive = psutil.wait_procs(workers, timeout=15)
     assert not alive, f"{len(alive)} worker(s) still running after the harness stopped"
+
+
+@pytest.mark.parametrize("first_fit", [True, False])
+def test_ctrl_c_after_training_leaves_a_complete_consistent_model(monkeypatch, first_fit):
+    X, y = make_regression(n_samples=60, n_features=3, noise=1.0, random_state=0)
+    model = HyperNetRegressor(max_iter=3, random_state=0)
+    if not first_fit:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model.fit(X, y)
+    after_training = type(model)._after_training
+
+    def interrupted(self):
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C lands in the middle
+        after_training(self)
+
+    monkeypatch.setattr(type(model), "_after_training", interrupted)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.warns(UserWarning, match="Interrupted by user after training"):
+            model.set_params(max_iter=4).fit(X, y)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert model.n_iter_ == 4
+    np.testing.assert_allclose(
+        model.noise_variance_ / model.target_scale_**2, [model.loss_curve_[-1]], rtol=1e-6
+    )
