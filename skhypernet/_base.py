@@ -2,6 +2,7 @@
 
 import dataclasses
 import math
+import os
 from abc import ABCMeta, abstractmethod
 from numbers import Integral, Real
 
@@ -80,6 +81,14 @@ def check_float32_range(X):
             f"({limit:.3g}) in which the network trains. Scale the "
             "features, for example with StandardScaler."
         )
+
+
+def _physical_memory():
+    """Bytes of memory of this machine (infinite where the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return float("inf")
 
 
 def resolve_device(device):
@@ -207,6 +216,14 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
         init_generator = torch.Generator().manual_seed(int(rng.randint(_SEED_HIGH)))
         hidden = layer_sizes(self.hidden_layer_sizes, "hidden_layer_sizes")
         shapes = layer_shapes(n_features, hidden, n_outputs)
+        # Parameters, gradients and Adam's two moments, in float32.
+        needed = 16 * self._code_size() * sum((i + 1) * o for i, o in shapes)
+        if needed > _physical_memory():
+            raise ValueError(
+                f"The network of hidden_layer_sizes={hidden} needs more memory for its "
+                f"parameters and optimiser state than this machine has "
+                f"({_physical_memory() / 2**30:.3g} GiB); choose smaller layers."
+            )
         weight_generator = self._build_weight_generator(shapes, init_generator)
         self.network_ = StochasticMLP(weight_generator, self.input_noise).to(device)
         self._optimizer_state = None
@@ -484,6 +501,10 @@ class HyperNetworkFamily(BaseStochasticNetwork):
     def _n_weight_samples(self):
         return self.n_predict_samples
 
+    def _code_size(self):
+        sizes = [self.noise_dim, *layer_sizes(self.hyper_hidden_layer_sizes, "x")]
+        return sizes[-1] + 1
+
     def _architecture_params(self):
         return {
             **super()._architecture_params(),
@@ -574,6 +595,9 @@ class PointEstimateFamily(BaseStochasticNetwork):
         _store_params(self, locals())
 
     def _n_weight_samples(self):
+        return 1
+
+    def _code_size(self):
         return 1
 
     def _build_weight_generator(self, shapes, generator):

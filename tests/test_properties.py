@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from hypothesis import event, given
 from hypothesis import strategies as st
+from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 
 from skhypernet import (
@@ -133,3 +134,68 @@ def test_classifiers_work_or_explain(estimator, data, n_classes, strings, imbala
         assert proba.shape == (len(X), len(model.classes_))
         assert np.all(np.isfinite(proba))
         np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+
+
+@given(
+    target_exponent=st.integers(-300, 153),
+    feature_exponent=st.integers(-300, 300),
+    weight_exponent=st.integers(-300, 308),
+    estimator=st.sampled_from(REGRESSORS),
+)
+def test_extreme_scales_work_or_are_refused_clearly(
+    target_exponent, feature_exponent, weight_exponent, estimator
+):
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(12, 2)) * 10.0**feature_exponent
+    y = rng.normal(size=12) * 10.0**target_exponent
+    weights = np.full(12, 10.0**weight_exponent)
+    model = clone(estimator)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.fit(X, y, sample_weight=weights)
+    except ValueError as error:
+        event("refused")
+        assert "float32 range" in str(error) or "rescale the targets" in str(error)
+        assert 10.0**feature_exponent > 1e37 or abs(target_exponent) > 150
+        return
+    event("fitted")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mean, std = model.predict(X, return_std=True)
+    assert np.all(np.isfinite(mean)) and np.all(np.isfinite(std)) and np.all(std >= 0)
+
+
+@given(
+    sizes=st.lists(
+        st.one_of(
+            st.integers(-3, 6),
+            st.floats(allow_nan=True, allow_infinity=True),
+            st.none(),
+            st.booleans(),
+            st.text(max_size=2),
+        ),
+        max_size=3,
+    )
+)
+def test_layer_sizes_are_positive_integers_or_a_clear_error(sizes):
+    X, y = np.random.RandomState(0).normal(size=(10, 2)), np.arange(10.0)
+    model = HyperNetRegressor(hidden_layer_sizes=sizes, max_iter=1, random_state=0)
+    valid = all(
+        not isinstance(s, (bool, str))
+        and s is not None
+        and np.isfinite(s)
+        and s >= 1
+        and s == int(s)
+        for s in sizes
+    )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.fit(X, y)
+    except ValueError as error:
+        assert "hidden_layer_sizes" in str(error)
+        # Valid sizes are refused only when the network cannot be allocated.
+        assert not valid or "more memory" in str(error)
+        return
+    assert valid
