@@ -159,8 +159,9 @@ def test_prediction_is_row_wise_and_repeatable(cls):
     full = predictions(model, X)
     np.testing.assert_array_equal(predictions(model, X), full)
     order = np.random.RandomState(0).permutation(len(X))
-    np.testing.assert_allclose(predictions(model, X[order]), full[order], rtol=1e-12)
-    np.testing.assert_allclose(predictions(model, X[5:6]), full[5:6], rtol=1e-12)
+    # Other rows change only the float64 rounding (kernels sum in another order).
+    np.testing.assert_allclose(predictions(model, X[order]), full[order], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(predictions(model, X[5:6]), full[5:6], rtol=1e-12, atol=1e-14)
 
 
 def test_prediction_averages_n_predict_samples():
