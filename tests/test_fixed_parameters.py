@@ -238,3 +238,15 @@ def test_red_team_pass_finds_no_silent_wrong_result_crash_or_data_loss():
         assert sum(tally.values()) >= 10, category
         for outcome in ("silent wrong", "crash", "data loss"):
             assert tally[outcome] == 0, (category, outcome, tally)
+
+
+def test_tampered_skops_file_is_refused_on_load(tmp_path):
+    skops_io = pytest.importorskip("skops.io")
+    import skhypernet
+
+    model = fitted()
+    model.target_mean_ = np.zeros(3)  # what an edited file would hold
+    path = tmp_path / "model.skops"
+    skops_io.dump(model, path)
+    with pytest.raises(ValueError, match="do not have shape"):
+        skops_io.load(path, trusted=skhypernet.SKOPS_TRUSTED_TYPES)
