@@ -178,6 +178,10 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
         return 0
 
     @abstractmethod
+    def _code_size(self):
+        """Length C of the code vector of the weight generator (1 for point estimates)."""
+
+    @abstractmethod
     def _build_weight_generator(self, shapes, generator):
         """Return the WeightGenerator of this estimator family."""
 
@@ -502,7 +506,10 @@ class HyperNetworkFamily(BaseStochasticNetwork):
         return self.n_predict_samples
 
     def _code_size(self):
-        sizes = [self.noise_dim, *layer_sizes(self.hyper_hidden_layer_sizes, "x")]
+        sizes = [
+            self.noise_dim,
+            *layer_sizes(self.hyper_hidden_layer_sizes, "hyper_hidden_layer_sizes"),
+        ]
         return sizes[-1] + 1
 
     def _architecture_params(self):
