@@ -66,23 +66,23 @@ def load_csv(path, target):
 
 
 def estimators(max_iter, random_state):
-    """The three compared models, each with standardised inputs."""
+    """The three compared models, each with standardised inputs.
+
+    ``max_iter=None`` leaves every model its default budget.
+    """
 
     def scaled(model):
         return make_pipeline(StandardScaler(), model)
 
+    budget = {} if max_iter is None else {"max_iter": max_iter}
     return {
-        "HyperNetRegressor": scaled(
-            HyperNetRegressor(max_iter=max_iter, random_state=random_state)
-        ),
-        "SGDBaseline": scaled(SGDBaseline(max_iter=max_iter, random_state=random_state)),
+        "HyperNetRegressor": scaled(HyperNetRegressor(random_state=random_state, **budget)),
+        "SGDBaseline": scaled(SGDBaseline(random_state=random_state, **budget)),
         # The skhypernet estimators standardise targets internally; give the
         # MLP the same advantage.
         "MLPRegressor": scaled(
             TransformedTargetRegressor(
-                MLPRegressor(
-                    hidden_layer_sizes=(50,), max_iter=max_iter, random_state=random_state
-                ),
+                MLPRegressor(hidden_layer_sizes=(50,), random_state=random_state, **budget),
                 transformer=StandardScaler(),
             )
         ),
@@ -141,7 +141,11 @@ def main(argv=None):
         "--cv", type=_at_least(2), default=5, help="number of folds, at least 2 (default 5)"
     )
     parser.add_argument(
-        "--max-iter", type=_at_least(1), default=200, help="epochs, at least 1 (default 200)"
+        "--max-iter",
+        type=_at_least(1),
+        default=None,
+        help="epochs of every model, at least 1 (default: each model's own default, "
+        "'auto' for the skhypernet estimators and 200 for MLPRegressor)",
     )
     parser.add_argument(
         "--random-state", type=int, default=0, help="seed of folds and models (default 0)"

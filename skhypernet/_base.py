@@ -40,6 +40,41 @@ def resolve_batch_size(batch_size, n_samples):
     return min(batch_size, n_samples)
 
 
+#: ``max_iter='auto'``: epochs for this many Adam steps, at most ``AUTO_MAX_EPOCHS``.
+AUTO_STEPS = 20_000
+#: The paper's own budget (Sec. 4): more epochs only pay for very small data sets.
+AUTO_MAX_EPOCHS = 2_000
+#: ``n_iter_no_change='auto'``: this fraction of the epoch budget, at least ``AUTO_MIN_PATIENCE``.
+AUTO_PATIENCE_FRACTION = 0.1
+AUTO_MIN_PATIENCE = 10
+
+
+def resolve_max_iter(max_iter, n_samples, batch_size):
+    """Turn the ``max_iter`` parameter into a number of epochs.
+
+    ``'auto'`` gives ``AUTO_STEPS`` Adam steps (at ``batch_size`` rows each),
+    at most ``AUTO_MAX_EPOCHS`` epochs: small data sets get as many updates as
+    large ones, where a fixed number of epochs would give them few.
+    """
+    if max_iter != "auto":
+        return max_iter
+    steps_per_epoch = math.ceil(n_samples / batch_size)
+    return min(AUTO_MAX_EPOCHS, math.ceil(AUTO_STEPS / steps_per_epoch))
+
+
+def resolve_n_iter_no_change(n_iter_no_change, max_epochs):
+    """Turn the ``n_iter_no_change`` parameter into a number of epochs.
+
+    ``'auto'`` is a tenth of the epoch budget, at least 10 epochs: the
+    training loss is noisy (input noise, weight noise, dropout), and a
+    patience of a fixed number of epochs stopped small data sets, whose epochs
+    are a few steps each, long before they had converged.
+    """
+    if n_iter_no_change != "auto":
+        return n_iter_no_change
+    return max(AUTO_MIN_PATIENCE, math.ceil(AUTO_PATIENCE_FRACTION * max_epochs))
+
+
 def layer_sizes(sizes, name):
     """The layer sizes of parameter ``name`` as a list of positive ints."""
     sizes = list(sizes) if hasattr(sizes, "__iter__") else [sizes]
@@ -125,12 +160,17 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
             Interval(Integral, 1, None, closed="left"),
         ],
         "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
-        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "beta_1": [Interval(Real, 0, 1, closed="left")],
+        "beta_2": [Interval(Real, 0, 1, closed="left")],
+        "epsilon": [Interval(Real, 0, None, closed="neither")],
+        "max_iter": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
         "shuffle": ["boolean"],
         "tol": [Interval(Real, 0, None, closed="left")],
         "early_stopping": ["boolean"],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "n_iter_no_change": [
+            StrOptions({"auto"}),
             Interval(Integral, 1, None, closed="left"),
             Options(Real, {np.inf}),
         ],
@@ -271,7 +311,7 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
         sample_weight = _check_sample_weight(
             sample_weight, X, dtype=np.float64, ensure_non_negative=True
         )
-        if not sample_weight.sum() > 0:
+        if not np.any(sample_weight > 0):
             raise ValueError("sample_weight must contain at least one positive value.")
         targets, n_outputs = self._encode_targets(y, sample_weight, first_pass, incremental)
         device = resolve_device(self.device)
@@ -317,19 +357,27 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
             loss=self._loss_code(),
         )
         optimizer = _engine.FlatOptimizer(
-            self.network_, self.learning_rate_init, self._optimizer_state
+            self.network_,
+            self.learning_rate_init,
+            self._optimizer_state,
+            beta_1=self.beta_1,
+            beta_2=self.beta_2,
+            epsilon=self.epsilon,
+            alpha=self.alpha,
         )
-        max_epochs = 1 if incremental else self.max_iter
+        batch_size = resolve_batch_size(self.batch_size, data.n_samples)
+        budget = resolve_max_iter(self.max_iter, data.n_samples, batch_size)
+        max_epochs = 1 if incremental else budget
         stopped = _engine.train(
             self.network_,
             optimizer,
             data,
             self._history,
             max_epochs=max_epochs,
-            batch_size=resolve_batch_size(self.batch_size, data.n_samples),
+            batch_size=batch_size,
             shuffle=self.shuffle,
             tol=self.tol,
-            n_iter_no_change=self.n_iter_no_change,
+            n_iter_no_change=resolve_n_iter_no_change(self.n_iter_no_change, budget),
             generator=self._generator,
             validation_score=validation_score,
             verbose=self.verbose,
@@ -339,10 +387,11 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
         # leave some of them from an earlier fit.
         with _engine.interrupts_deferred():
             self._optimizer_state = optimizer.state_dict()
-            self._publish_history()
+            self._publish_fitted_attributes()
             self._after_training()
         _engine.warn_if_far_above(self._history.last_output_losses, self._reference_loss())
-        if not (stopped or incremental):
+        # The automatic budget is meant to be spent: reaching it is no news.
+        if not (stopped or incremental or self.max_iter == "auto"):
             _engine.warn_not_converged(max_epochs)
         return self
 
@@ -350,7 +399,7 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
         """Fixed weight noise for the weight-diffusion record, or None."""
         return None
 
-    def _publish_history(self):
+    def _publish_fitted_attributes(self):
         history = self._history
         if history.diffusion_noise is not None:
             self.weight_diffusion_ = np.array(history.weight_diffusion).reshape(-1, 2)
@@ -489,12 +538,16 @@ class HyperNetworkFamily(BaseStochasticNetwork):
         n_predict_samples=100,
         batch_size="auto",
         learning_rate_init=1e-3,
-        max_iter=200,
+        alpha=0.0,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        max_iter="auto",
         shuffle=True,
         tol=1e-4,
         early_stopping=False,
         validation_fraction=0.1,
-        n_iter_no_change=20,
+        n_iter_no_change="auto",
         warm_start=False,
         random_state=None,
         verbose=0,
@@ -588,12 +641,16 @@ class PointEstimateFamily(BaseStochasticNetwork):
         input_noise=0.5,
         batch_size="auto",
         learning_rate_init=1e-3,
-        max_iter=200,
+        alpha=0.0,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        max_iter="auto",
         shuffle=True,
         tol=1e-4,
         early_stopping=False,
         validation_fraction=0.1,
-        n_iter_no_change=20,
+        n_iter_no_change="auto",
         warm_start=False,
         random_state=None,
         verbose=0,
@@ -609,3 +666,12 @@ class PointEstimateFamily(BaseStochasticNetwork):
 
     def _build_weight_generator(self, shapes, generator):
         return PointEstimate(shapes, generator)
+
+    def _publish_fitted_attributes(self):
+        super()._publish_fitted_attributes()
+        layers = [
+            head[0].detach().cpu().double().numpy()
+            for head in self.network_.weight_generator.heads
+        ]
+        self.coefs_ = [layer[:-1].copy() for layer in layers]
+        self.intercepts_ = [layer[-1].copy() for layer in layers]

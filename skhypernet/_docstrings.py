@@ -59,8 +59,34 @@ TRAINING_PARAMETERS = """\
     learning_rate_init : float, default=1e-3
         Learning rate of the Adam optimiser.
 
-    max_iter : int, default=200
-        Maximum number of epochs of one call to ``fit``.
+    alpha : float, default=0.0
+        Strength of the L2 penalty, as in scikit-learn's MLP: every step adds
+        ``alpha * W / batch rows`` to the gradient of the parameters ``W``
+        that produce the main network's weights (not its biases): the weights
+        themselves for the baselines, the corresponding rows of the
+        hypernetwork's output layer for the hypernetwork estimators.  The
+        paper uses none (0; scikit-learn's default is 1e-4).  The loss here
+        is the mean squared error of standardised targets, not half of it as
+        in MLPRegressor, so the same ``alpha`` weighs half as much against it.
+
+    beta_1 : float, default=0.9
+        Exponential decay rate of Adam's first-moment estimates, in [0, 1).
+
+    beta_2 : float, default=0.999
+        Exponential decay rate of Adam's second-moment estimates, in [0, 1).
+
+    epsilon : float, default=1e-8
+        Adam's numerical-stability term.
+
+    max_iter : int or 'auto', default='auto'
+        Maximum number of epochs of one call to ``fit``.  'auto' gives 20,000
+        Adam steps, at most 2,000 epochs (the paper's budget): about 690
+        epochs for 700 rows at batch size 32, 16 for 40,000.  A fixed number
+        of epochs gives small data sets few updates (200 epochs of 300 rows
+        are 2,000 steps), and this method needs many: on the UCI data sets
+        the validation error kept falling well past 10,000 steps.  A fit
+        that reaches an int ``max_iter`` warns (ConvergenceWarning); the
+        'auto' budget is meant to be used up and does not.
 
     shuffle : bool, default=True
         Whether to shuffle the rows before every epoch.
@@ -77,11 +103,12 @@ TRAINING_PARAMETERS = """\
     validation_fraction : float, default=0.1
         Fraction of the training data used for early stopping.
 
-    n_iter_no_change : int, default=20
+    n_iter_no_change : int or 'auto', default='auto'
         Number of epochs without improvement that the stopping rule allows.
-        Twice scikit-learn's MLP default: the training loss is deliberately
-        noisy (input noise, weight noise, dropout), and with 10 small data
-        sets stopped well before convergence.
+        'auto' is a tenth of the epoch budget (of ``max_iter``), at least 10:
+        the training loss is deliberately noisy (input noise, weight noise,
+        dropout), and a fixed patience of a few epochs of a few steps each
+        stopped small data sets long before they had converged.
 
     warm_start : bool, default=False
         Reuse the fitted parameters and optimiser state as the starting point
@@ -188,12 +215,23 @@ HYPERNET_ATTRIBUTES = """\
         hypernetwork is, in effect, a single network.  None while it has not.
 """
 
+BASELINE_ATTRIBUTES = """\
+    coefs_ : list of ndarray of shape (fan_in, fan_out)
+        Weight matrices of the main network, layer by layer, as in
+        ``MLPRegressor.coefs_``.  Regressors' networks predict standardised
+        targets, ``(y - target_mean_) / target_scale_``.
+
+    intercepts_ : list of ndarray of shape (fan_out,)
+        Bias vectors of the main network, layer by layer.
+"""
+
 BLOCKS = {
     "hypernet_attributes": HYPERNET_ATTRIBUTES,
     "hypernet_parameters": _PARAMETERS_HEADER
     + "\n".join([MAIN_PARAMETERS, HYPERNET_PARAMETERS, TRAINING_PARAMETERS]),
     "baseline_parameters": _PARAMETERS_HEADER + "\n".join([MAIN_PARAMETERS, TRAINING_PARAMETERS]),
     "loss_parameter": LOSS_PARAMETER,
+    "baseline_attributes": BASELINE_ATTRIBUTES,
     "regressor_attributes": _ATTRIBUTES_HEADER + COMMON_ATTRIBUTES + REGRESSOR_ATTRIBUTES,
     "classifier_attributes": _ATTRIBUTES_HEADER
     + COMMON_ATTRIBUTES

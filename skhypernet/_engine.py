@@ -88,12 +88,13 @@ def adam_step(
     exp_avg: torch.Tensor,
     exp_avg_sq: torch.Tensor,
     step: torch.Tensor,
-    lr: float,
+    adam_settings: List[float],
 ) -> None:
-    """One fused Adam update (torch.optim.Adam's defaults) of the flat buffer.
+    """One fused Adam update of the flat buffer.
 
-    Runs as Python even inside TorchScript, which would drop the in-place
-    fused call as dead code.
+    ``adam_settings`` is ``[learning rate, beta_1, beta_2, epsilon]``.  Runs
+    as Python even inside TorchScript, which would drop the in-place fused
+    call as dead code.
     """
     step += 1
     torch._fused_adam_(
@@ -103,11 +104,11 @@ def adam_step(
         [exp_avg_sq],
         [],
         [step],
-        lr=lr,
-        beta1=0.9,
-        beta2=0.999,
+        lr=adam_settings[0],
+        beta1=adam_settings[1],
+        beta2=adam_settings[2],
         weight_decay=0.0,
-        eps=1e-8,
+        eps=adam_settings[3],
         amsgrad=False,
         maximize=False,
     )
@@ -132,11 +133,12 @@ def train_rows(
     exp_avg: torch.Tensor,
     exp_avg_sq: torch.Tensor,
     step: torch.Tensor,
-    lr: float,
+    adam_settings: List[float],
     kl_noise: torch.Tensor,
     kl_coefficient: float,
     kl_fixed_outputs: int,
     trainable: torch.Tensor,
+    penalty: torch.Tensor,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Train on the rows ``order`` in mini-batches.
 
@@ -148,7 +150,9 @@ def train_rows(
     With ``kl_coefficient > 0``, every step adds that multiple of the weight
     KL estimate (:func:`kl_gradients`, with ``kl_fixed_outputs``) from its
     slice ``kl_noise[step]``.
-    Gradients are multiplied by ``trainable`` (unless empty) before Adam.
+    Unless empty, ``penalty * flat / batch rows`` is added to the gradients
+    (the L2 penalty, as in scikit-learn's MLP), which are then multiplied by
+    ``trainable`` (unless empty) before the Adam step (:func:`adam_step`).
 
     Returns the weighted loss summed over rows, per output, and the sum of
     the steps' KL estimates.
@@ -183,9 +187,11 @@ def train_rows(
                 kl_coefficient,
                 kl_fixed_outputs,
             )
+        if penalty.numel() > 0:
+            flat_grad.addcmul_(penalty, flat, value=1.0 / (stop - start))
         if trainable.numel() > 0:
             flat_grad.mul_(trainable)
-        adam_step(flat, flat_grad, exp_avg, exp_avg_sq, step, lr)
+        adam_step(flat, flat_grad, exp_avg, exp_avg_sq, step, adam_settings)
     return total, kl_total
 
 
@@ -529,10 +535,26 @@ class FlatOptimizer:
     learning_rate : float
     state : dict, optional
         A :meth:`state_dict` to resume from.
+    beta_1, beta_2, epsilon : float
+        Adam's decay rates of the moment estimates and its numerical floor.
+    alpha : float
+        L2 penalty of the parameters the weight generator names in
+        ``penalised_masks`` (the main network's weights, not its biases).
     """
 
-    def __init__(self, model, learning_rate, state=None):
+    def __init__(
+        self,
+        model,
+        learning_rate,
+        state=None,
+        *,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        alpha=0.0,
+    ):
         self.learning_rate = learning_rate
+        self.adam_settings = [float(learning_rate), float(beta_1), float(beta_2), float(epsilon)]
         parameters = _parameter_list(model)
         present = [p for p in parameters if p is not None]
         device, dtype = present[0].device, present[0].dtype
@@ -543,6 +565,9 @@ class FlatOptimizer:
         frozen = model.weight_generator.frozen_masks()
         #: 0 where a gradient is dropped before each update; empty when none is.
         self.trainable = torch.ones_like(self.flat) if frozen else empty
+        penalised = model.weight_generator.penalised_masks() if alpha > 0 else {}
+        #: ``alpha`` where the L2 penalty applies, else 0; empty without a penalty.
+        self.penalty = torch.zeros_like(self.flat) if penalised else empty
         self.params, self.grads = [], []
         offset = 0
         for parameter in parameters:
@@ -553,6 +578,8 @@ class FlatOptimizer:
             numel = parameter.numel()
             if parameter in frozen:
                 self.trainable[offset : offset + numel] = frozen[parameter].flatten()
+            if parameter in penalised:
+                self.penalty[offset : offset + numel] = alpha * penalised[parameter].flatten()
             view = self.flat[offset : offset + numel].view_as(parameter)
             view.copy_(parameter.detach())
             parameter.data = view
@@ -785,11 +812,12 @@ def run_epoch(model, optimizer, data, batch_size, shuffle, generator, kl_weight=
             optimizer.exp_avg,
             optimizer.exp_avg_sq,
             optimizer.step,
-            optimizer.learning_rate,
+            optimizer.adam_settings,
             kl_noise,
             kl_coefficient,
             getattr(weight_generator, "shared_outputs", 0),
             optimizer.trainable,
+            optimizer.penalty,
         )
         total = sums if total is None else total + sums
         kl_total += float(kl_sum)

@@ -116,6 +116,17 @@ class WeightGenerator(nn.Module):
         """``{parameter: mask}``, 0 where a parameter must stay at its value."""
         return {}
 
+    def penalised_masks(self):
+        """``{parameter: mask}``, 1 where the L2 penalty ``alpha`` applies: the
+        heads' entries that produce main-network weights (not biases), for
+        every code entry."""
+        masks = {}
+        for head in self.heads:
+            mask = torch.ones_like(head)
+            mask[:, -1, :] = 0.0
+            masks[head] = mask
+        return masks
+
     def materialise(self, codes, dtype=None):
         """Return the ``(n, I + 1, O)`` weight-and-bias matrix of every layer.
 

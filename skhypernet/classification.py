@@ -232,6 +232,8 @@ class SGDBaselineClassifier(PointEstimateFamily, _StochasticClassifier):
 
     {classifier_attributes}
 
+    {baseline_attributes}
+
     See Also
     --------
     HyperNetClassifier : The hypernetwork method.

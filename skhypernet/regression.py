@@ -310,12 +310,16 @@ class HyperNetRegressor(HyperNetworkFamily, _StochasticRegressor):
         n_predict_samples=100,
         batch_size="auto",
         learning_rate_init=1e-3,
-        max_iter=200,
+        alpha=0.0,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        max_iter="auto",
         shuffle=True,
         tol=1e-4,
         early_stopping=False,
         validation_fraction=0.1,
-        n_iter_no_change=20,
+        n_iter_no_change="auto",
         warm_start=False,
         random_state=None,
         verbose=0,
@@ -337,6 +341,8 @@ class SGDBaseline(PointEstimateFamily, _StochasticRegressor):
     {loss_parameter}
 
     {regressor_attributes}
+
+    {baseline_attributes}
 
     See Also
     --------
@@ -366,12 +372,16 @@ class SGDBaseline(PointEstimateFamily, _StochasticRegressor):
         input_noise=0.5,
         batch_size="auto",
         learning_rate_init=1e-3,
-        max_iter=200,
+        alpha=0.0,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        max_iter="auto",
         shuffle=True,
         tol=1e-4,
         early_stopping=False,
         validation_fraction=0.1,
-        n_iter_no_change=20,
+        n_iter_no_change="auto",
         warm_start=False,
         random_state=None,
         verbose=0,

@@ -129,8 +129,14 @@ def test_kl_gradients_equal_autograd(shared_outputs):
         torch.testing.assert_close(got, 1.0 + 0.5 * want, rtol=1e-4, atol=1e-4)
 
 
-def reference_epoch(model, optimizer, data, batch_size, generator, kl_weight=0.0, masks=None):
+def reference_epoch(
+    model, optimizer, data, batch_size, generator, kl_weight=0.0, masks=None, penalised=None
+):
     """The straightforward loop: autograd and torch.optim.Adam.
+
+    ``penalised`` maps parameters to ``alpha`` times their L2-penalty masks:
+    each batch's objective gains ``0.5 * sum(alpha * p**2) / batch rows``, as
+    in scikit-learn's MLP.
 
     Returns the mean data loss per output and the mean KL estimate per step.
     """
@@ -158,6 +164,8 @@ def reference_epoch(model, optimizer, data, batch_size, generator, kl_weight=0.0
             kl = reference_kl(model, kl_noise[step])
             objective = objective + kl_weight / data.n_samples * kl
             kl_total += float(kl.detach())
+        for parameter, alpha in (penalised or {}).items():
+            objective = objective + 0.5 * (alpha * parameter.square()).sum() / len(index)
         optimizer.zero_grad()
         objective.backward()
         for parameter, mask in (masks or {}).items():
@@ -190,14 +198,7 @@ def test_training_epochs_equal_autograd_and_torch_adam(
     shared = 1 if loss == _engine.GAUSSIAN_NLL and family == "hyper" else 0
     model = build(family, shared_outputs=shared)
     reference = copy.deepcopy(model)
-    masks = {
-        dict(reference.named_parameters())[name]: mask
-        for name, mask in (
-            (name, model.weight_generator.frozen_masks().get(parameter))
-            for name, parameter in model.named_parameters()
-        )
-        if mask is not None
-    }
+    masks = matching_masks(model, reference, model.weight_generator.frozen_masks())
     assert bool(masks) == bool(shared)
     x, y, w = batch(40, loss)
     data = _engine.TrainingData(x, y, w, loss)
@@ -221,6 +222,44 @@ def test_training_epochs_equal_autograd_and_torch_adam(
     if shared:
         frozen = model.weight_generator.heads[-1][:-1, :, -shared:]
         assert torch.count_nonzero(frozen) == 0
+
+
+def matching_masks(model, reference, masks):
+    """``masks`` of ``model``'s parameters keyed by ``reference``'s namesakes."""
+    named = dict(reference.named_parameters())
+    return {named[name]: masks[p] for name, p in model.named_parameters() if p in masks}
+
+
+@pytest.mark.parametrize("family", ["hyper", "point"])
+def test_adam_settings_and_l2_penalty_equal_torch_adam(family):
+    model = build(family)
+    reference = copy.deepcopy(model)
+    alpha = 0.3
+    penalised = matching_masks(model, reference, model.weight_generator.penalised_masks())
+    assert len(penalised) == len(model.weight_generator.heads)
+    penalised = {p: alpha * mask for p, mask in penalised.items()}
+    x, y, w = batch(40, _engine.SQUARED_ERROR)
+    data = _engine.TrainingData(x, y, w, _engine.SQUARED_ERROR)
+    settings = dict(lr=1e-2, betas=(0.7, 0.95), eps=1e-3)
+    optimizer = _engine.FlatOptimizer(
+        model, 1e-2, beta_1=0.7, beta_2=0.95, epsilon=1e-3, alpha=alpha
+    )
+    torch_adam = torch.optim.Adam(reference.parameters(), **settings)
+    fast_generator = torch.Generator().manual_seed(5)
+    reference_generator = torch.Generator().manual_seed(5)
+    for _ in range(3):
+        # Batches of 12 rows end on one of 4: the penalty is divided by the rows.
+        with torch.no_grad():
+            losses, _, _ = _engine.run_epoch(model, optimizer, data, 12, True, fast_generator)
+        expected, _ = reference_epoch(
+            reference, torch_adam, data, 12, reference_generator, penalised=penalised
+        )
+        torch.testing.assert_close(losses, expected, rtol=1e-5, atol=1e-6)
+    for got, want in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    # Biases are not penalised: the penalty's gradient is zero on their rows.
+    for mask in model.weight_generator.penalised_masks().values():
+        assert torch.all(mask[:, -1, :] == 0) and torch.all(mask[:, :-1, :] == 1)
 
 
 def test_flat_optimizer_shares_memory_with_the_model():

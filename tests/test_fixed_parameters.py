@@ -107,6 +107,7 @@ def test_targets_whose_variance_overflows_are_refused(factor):
         HyperNetRegressor(max_iter=1).fit(X, factor * y)
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # no overflow on the way either
 @pytest.mark.parametrize("cls", [HyperNetRegressor, SGDBaseline])
 def test_large_but_representable_targets_and_weights_give_finite_predictions(cls):
     X, y = data()
