@@ -47,6 +47,8 @@ AUTO_MAX_EPOCHS = 2_000
 #: ``n_iter_no_change='auto'``: this fraction of the epoch budget, at least ``AUTO_MIN_PATIENCE``.
 AUTO_PATIENCE_FRACTION = 0.1
 AUTO_MIN_PATIENCE = 10
+#: ``early_stopping='auto'`` holds out validation rows when there are at least this many.
+AUTO_MIN_VALIDATION_ROWS = 10
 
 
 def resolve_max_iter(max_iter, n_samples, batch_size):
@@ -167,7 +169,7 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
         "max_iter": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
         "shuffle": ["boolean"],
         "tol": [Interval(Real, 0, None, closed="left")],
-        "early_stopping": ["boolean"],
+        "early_stopping": [StrOptions({"auto"}), "boolean"],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "n_iter_no_change": [
             StrOptions({"auto"}),
@@ -304,8 +306,6 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
                     + ", ".join(f"{name}={self._architecture.get(name)!r}" for name in changed)
                     + "). Refit from scratch (warm_start=False) to change them."
                 )
-        if incremental and self.early_stopping:
-            raise ValueError("partial_fit does not support early_stopping=True.")
         X, y = self._validate_targets(X, y, reset=first_pass)
         check_float32_range(X)
         sample_weight = _check_sample_weight(
@@ -324,7 +324,8 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
                 self._generator = torch.Generator(device=device)
                 self._generator.set_state(state)
 
-        if self.early_stopping:
+        self._early_stopping = self._uses_early_stopping(targets, incremental)
+        if self._early_stopping:
             stratify = targets if targets.ndim == 1 else None
             X, X_val, targets, _, sample_weight, weight_val, y, y_val = train_test_split(
                 X,
@@ -395,6 +396,22 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
             _engine.warn_not_converged(max_epochs)
         return self
 
+    def _uses_early_stopping(self, targets, incremental):
+        """Whether this call holds out validation rows (see ``early_stopping``)."""
+        if incremental:
+            return False  # as in scikit-learn's MLP: partial_fit trains on every row
+        if self.early_stopping != "auto":
+            return bool(self.early_stopping)
+        n_validation = math.ceil(self.validation_fraction * len(targets))
+        if n_validation < AUTO_MIN_VALIDATION_ROWS:
+            return False
+        if targets.ndim == 1:
+            # A stratified split needs two rows of every class and room for each class.
+            counts = np.unique(targets, return_counts=True)[1]
+            n_training = len(targets) - n_validation
+            return counts.min() >= 2 and min(n_validation, n_training) >= len(counts)
+        return True
+
     def _diffusion_noise(self, weight_generator, generator):
         """Fixed weight noise for the weight-diffusion record, or None."""
         return None
@@ -409,7 +426,7 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
         self.n_iter_ = history.n_iter
         self.t_ = history.n_samples_seen
         self.loss_curve_ = list(history.loss_curve)
-        if self.early_stopping:
+        if self._early_stopping:
             self.validation_scores_ = list(history.validation_scores)
             self.best_validation_score_ = history.best_validation_score
             self.best_loss_ = None
@@ -545,7 +562,7 @@ class HyperNetworkFamily(BaseStochasticNetwork):
         max_iter="auto",
         shuffle=True,
         tol=1e-4,
-        early_stopping=False,
+        early_stopping="auto",
         validation_fraction=0.1,
         n_iter_no_change="auto",
         warm_start=False,
@@ -648,7 +665,7 @@ class PointEstimateFamily(BaseStochasticNetwork):
         max_iter="auto",
         shuffle=True,
         tol=1e-4,
-        early_stopping=False,
+        early_stopping="auto",
         validation_fraction=0.1,
         n_iter_no_change="auto",
         warm_start=False,

@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 from sklearn.base import ClassifierMixin
-from sklearn.metrics import accuracy_score
+from sklearn.metrics import log_loss
 from sklearn.utils.multiclass import (
     _check_partial_fit_first_call,
     check_classification_targets,
@@ -80,8 +80,11 @@ class _StochasticClassifier(ClassifierMixin, BaseStochasticNetwork):
         return self._predictive_mean(X_tensor, transform=_softmax)
 
     def _validation_score(self, X, y, sample_weight):
-        predicted = self.classes_[np.argmax(self._proba_tensor(X), axis=1)]
-        return accuracy_score(y, predicted, sample_weight=sample_weight)
+        # The log-likelihood, not the accuracy: on a few dozen validation rows
+        # the accuracy ties from epoch to epoch, so the stopping rule stopped
+        # and kept early, under-trained parameters.
+        probabilities = self._proba_tensor(X)
+        return -log_loss(y, probabilities, sample_weight=sample_weight, labels=self.classes_)
 
     def partial_fit(self, X, y, sample_weight=None, classes=None):
         """Train for one epoch on X and y, continuing from the current state.

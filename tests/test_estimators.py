@@ -53,7 +53,7 @@ def predictions(model, X):
 @pytest.mark.parametrize("cls", ALL)
 def test_fit_returns_self_and_sets_fitted_attributes(cls):
     X, y = data_for(cls)
-    model = cls(**FAST)
+    model = cls(early_stopping=False, **FAST)
     assert model.fit(X, y) is model
     assert model.n_features_in_ == 5
     assert model.n_iter_ == len(model.loss_curve_) >= 1
@@ -216,14 +216,47 @@ def test_warm_start_continues_training(cls):
 @pytest.mark.parametrize("cls", ALL)
 def test_early_stopping_keeps_best_validation_score(cls):
     X, y = data_for(cls, n=200)
-    model = cls(early_stopping=True, max_iter=60, n_iter_no_change=3, random_state=0)
+    model = cls(early_stopping=True, max_iter=60, n_iter_no_change=3, tol=0.01, random_state=0)
     model.fit(X, y)
     assert model.best_loss_ is None
     assert len(model.validation_scores_) == model.n_iter_
     assert model.best_validation_score_ == max(model.validation_scores_)
     assert model.n_iter_ < 60
-    with pytest.raises(ValueError, match="early_stopping"):
-        model.partial_fit(X, y)
+    # As in scikit-learn's MLP, partial_fit ignores early_stopping: every row trains.
+    seen = model.t_
+    model.partial_fit(X, y)
+    assert model.t_ == seen + len(X)
+    assert model.validation_scores_ is None
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_early_stopping_auto_holds_out_rows_where_there_are_enough(cls):
+    X, y = data_for(cls, n=200)
+    model = cls(**FAST).fit(X, y)
+    # 20 validation rows: held out, as with early_stopping=True.
+    assert len(model.validation_scores_) == model.n_iter_
+    assert model.t_ == model.n_iter_ * (len(X) - 20)
+    # 9 validation rows are too few to judge by: every row trains.
+    small = cls(**FAST).fit(X[:90], y[:90])
+    assert small.validation_scores_ is None
+    assert small.t_ == small.n_iter_ * 90
+    assert cls(early_stopping=False, **FAST).fit(X, y).validation_scores_ is None
+
+
+def test_early_stopping_auto_trains_on_every_row_where_a_stratified_split_fails():
+    X, y = data_for(HyperNetClassifier, n=200)
+    y = y.copy()
+    y[0] = 7  # a class with a single row cannot be stratified
+    model = SGDBaselineClassifier(**FAST).fit(X, y)
+    assert model.validation_scores_ is None
+    with pytest.raises(ValueError, match="least populated class"):
+        SGDBaselineClassifier(early_stopping=True, **FAST).fit(X, y)
+
+
+def test_classifier_validation_score_is_the_log_likelihood():
+    X, y = data_for(HyperNetClassifier, n=200)
+    model = SGDBaselineClassifier(early_stopping=True, **FAST).fit(X, y)
+    assert all(score < 0 for score in model.validation_scores_)
 
 
 def test_stopping_rule_and_convergence_warning():

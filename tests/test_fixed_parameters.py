@@ -147,11 +147,11 @@ def test_a_runaway_fit_warns_even_when_every_loss_is_finite(cls):
     if cls is HyperNetClassifier:
         y = y > 0
     with pytest.warns(ConvergenceWarning, match="not found a useful fit") as record:
-        cls(learning_rate_init=10.0, max_iter=20, random_state=0).fit(X, y)
+        cls(learning_rate_init=10.0, max_iter=20, early_stopping=False, random_state=0).fit(X, y)
     assert any(r.filename == __file__ for r in record)
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
-        cls(max_iter=50, n_iter_no_change=5, random_state=0).fit(X, y)
+        cls(max_iter=50, n_iter_no_change=5, early_stopping=False, random_state=0).fit(X, y)
 
 
 def restored(model, tamper):

@@ -58,7 +58,8 @@ def test_alpha_shrinks_the_main_network_weights(estimator):
     X, y = make_regression(n_samples=100, n_features=4, noise=1.0, random_state=0)
 
     def weight_norm(alpha):
-        model = estimator(alpha=alpha, max_iter=300, random_state=0).fit(X, y)
+        model = estimator(alpha=alpha, max_iter=300, early_stopping=False, random_state=0)
+        model.fit(X, y)
         if hasattr(model, "coefs_"):
             return sum(float(np.sum(c**2)) for c in model.coefs_)
         coefs, _ = model.sample_weights(20, random_state=0)

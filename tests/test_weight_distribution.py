@@ -25,7 +25,9 @@ def fit_quietly(model, X, y):
         return model.fit(X, y)
 
 
-LONG = dict(batch_size=1, max_iter=100, n_iter_no_change=np.inf, random_state=0)
+LONG = dict(
+    batch_size=1, max_iter=100, n_iter_no_change=np.inf, early_stopping=False, random_state=0
+)
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +85,7 @@ def test_kl_weight_works_for_the_classifier_and_survives_pickling():
 @pytest.mark.parametrize("cls", [HyperNetRegressor, SGDBaseline])
 def test_noise_without_validation_rows_is_the_last_epochs_training_loss(cls):
     X, y = sine()
-    model = fit_quietly(cls(max_iter=5, random_state=0), X, y)
+    model = fit_quietly(cls(max_iter=5, early_stopping=False, random_state=0), X, y)
     np.testing.assert_allclose(
         model.noise_variance_ / model.target_scale_**2, [model.loss_curve_[-1]], rtol=1e-6
     )

@@ -1,7 +1,8 @@
 """Command line of the benchmarks: ``python -m skhypernet.benchmarks COMMAND``.
 
 Commands: ``uci`` (Table 1), ``mnist`` (Table 2), ``figure2`` (weight
-diffusion, Figure 2), ``kl-weight`` (cross-validation of ``kl_weight`` on
+diffusion, Figure 2), ``defaults`` (every estimator with its defaults beside
+scikit-learn's), ``kl-weight`` (cross-validation of ``kl_weight`` on
 training rows), ``speed`` (the training engine against scikit-learn's
 MLP), ``memory`` (peak memory of predict on many rows) and ``search`` (a
 parallel GridSearchCV).
@@ -12,7 +13,7 @@ import argparse
 import signal
 import sys
 
-from . import kl_weight, memory, mnist, red_team, search, speed, uci
+from . import defaults, kl_weight, memory, mnist, red_team, search, speed, uci
 from ._results import BenchmarkInputError
 
 
@@ -32,6 +33,9 @@ def main(argv=None):
     uci.add_arguments(
         commands.add_parser("figure2", help="weight diffusion, Figure 2"), figure=True
     )
+    defaults.add_arguments(
+        commands.add_parser("defaults", help="every estimator with its defaults, side by side")
+    )
     kl_weight.add_arguments(
         commands.add_parser("kl-weight", help="choose kl_weight by cross-validation")
     )
@@ -48,6 +52,7 @@ def main(argv=None):
         "uci": uci.run,
         "mnist": mnist.run,
         "figure2": uci.run_figure,
+        "defaults": defaults.run,
         "kl-weight": kl_weight.run,
         "speed": speed.run,
         "memory": memory.run,

@@ -290,14 +290,21 @@ def plan(args, splits_of, methods):
     return tasks
 
 
-def execute(tasks, store, jobs, out, task_runner=None, key_fields=None):
+def execute(tasks, store, jobs, out, task_runner=None, key_fields=None, describe=None):
     """Run the tasks not yet in ``store``, appending each record as it finishes.
 
     ``task_runner`` turns a task into its record (default :func:`run_task`);
-    a task is done when a record matches it on ``key_fields``.
+    a task is done when a record matches it on ``key_fields``; ``describe``
+    gives a finished record's progress line (default: its RMSE).
     """
     task_runner = task_runner or run_task
     key_fields = key_fields or ("dataset", "split", "method", "settings")
+
+    def describe_rmse(record):
+        where = " ".join(f"{k} {record[k]}" for k in key_fields[1:-2])
+        return f"{record['dataset']} {where} {record['method']}: RMSE {record['rmse']:.3f}"
+
+    describe = describe or describe_rmse
     todo = [t for t in tasks if not store.has({k: t[k] for k in key_fields})]
     print(
         f"{len(tasks) - len(todo)} of {len(tasks)} results already present; running {len(todo)}.",
@@ -309,14 +316,7 @@ def execute(tasks, store, jobs, out, task_runner=None, key_fields=None):
     with workers_stopped_on_exit():
         for record in runner(delayed(task_runner)(task) for task in todo):
             store.append(record)
-            where = " ".join(f"{k} {record[k]}" for k in key_fields[1:-2])
-            print(
-                progress.line(
-                    f"{record['dataset']} {where} {record['method']}: RMSE {record['rmse']:.3f}"
-                ),
-                file=out,
-                flush=True,
-            )
+            print(progress.line(describe(record)), file=out, flush=True)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,352 @@
+"""Out of the box: every estimator with its default settings, side by side.
+
+What a user sees who drops the estimators into ``make_pipeline(StandardScaler(),
+model)`` beside what they already use: for every data set and split, the
+test RMSE (regression) or accuracy (classification) and the fit time of
+HyperNet, the SGD baseline, scikit-learn's MLP (as is, and for regression
+also with standardised targets and 2,000 iterations), histogram gradient
+boosting and a linear model.  Data: the UCI sets of ``--data`` (their own
+splits) and scikit-learn's built-in sets (random 80/20 splits, stratified
+for classification).  Every model is fitted on one thread.
+
+With ``--protocol FILE`` (the results of the ``uci`` command) the table
+also shows HyperNet's result under the paper's protocol on the same splits,
+and the run checks the targets of the defaults against it.
+"""
+
+import json
+import math
+import os
+import time
+import warnings
+
+import numpy as np
+from sklearn.compose import TransformedTargetRegressor
+from sklearn.datasets import load_breast_cancer, load_diabetes, load_digits, load_iris, load_wine
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.model_selection import ShuffleSplit, StratifiedShuffleSplit
+from sklearn.neural_network import MLPClassifier, MLPRegressor
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from .. import HyperNetClassifier, HyperNetRegressor, SGDBaseline, SGDBaselineClassifier
+from ..datasets import load_uci, uci_n_splits
+from ._results import (
+    BenchmarkInputError,
+    add_store_arguments,
+    format_estimate,
+    markdown_table,
+    mean_and_standard_error,
+)
+from .uci import execute, find_datasets, open_store
+
+#: Built-in data sets: name -> (loader, task).
+BUILTIN = {
+    "diabetes": (load_diabetes, "regression"),
+    "breast_cancer": (load_breast_cancer, "classification"),
+    "digits": (load_digits, "classification"),
+    "wine": (load_wine, "classification"),
+    "iris": (load_iris, "classification"),
+}
+BUILTIN_TEST_SIZE = 0.2
+
+
+def _scaled_target_mlp(seed):
+    return TransformedTargetRegressor(
+        MLPRegressor(max_iter=2000, random_state=seed), transformer=StandardScaler()
+    )
+
+
+#: Method name -> estimator for a seed, per task; all run with their defaults.
+MODELS = {
+    "regression": {
+        "HyperNet": lambda seed: HyperNetRegressor(random_state=seed),
+        "SGDBaseline": lambda seed: SGDBaseline(random_state=seed),
+        "MLPRegressor": lambda seed: MLPRegressor(random_state=seed),
+        "MLP, scaled y, 2,000 iter": _scaled_target_mlp,
+        "HistGradientBoosting": lambda seed: HistGradientBoostingRegressor(random_state=seed),
+        "Ridge": lambda seed: Ridge(),
+    },
+    "classification": {
+        "HyperNet": lambda seed: HyperNetClassifier(random_state=seed),
+        "SGDBaseline": lambda seed: SGDBaselineClassifier(random_state=seed),
+        "MLPClassifier": lambda seed: MLPClassifier(random_state=seed),
+        "HistGradientBoosting": lambda seed: HistGradientBoostingClassifier(random_state=seed),
+        "LogisticRegression": lambda seed: LogisticRegression(max_iter=1000),
+    },
+}
+SCORES = {"regression": "rmse", "classification": "accuracy"}
+KEY_FIELDS = ("dataset", "split", "method", "settings")
+#: Targets of the defaults against the paper's protocol (issue 11).
+PROTOCOL_RMSE_MARGIN = 0.10
+PROTOCOL_TIME_FRACTION = 0.2
+
+
+def add_arguments(parser):
+    parser.add_argument(
+        "--data",
+        help="folder of UCI data sets in the standard split layout (as for the uci "
+        "command); without it only scikit-learn's built-in data sets run",
+    )
+    parser.add_argument(
+        "--datasets",
+        nargs="+",
+        help="data sets to run, UCI folder names or built-in names "
+        f"({', '.join(BUILTIN)}); default: all",
+    )
+    parser.add_argument(
+        "--splits", type=int, default=5, help="first N splits of each data set (default: 5)"
+    )
+    parser.add_argument("--methods", nargs="+", help="methods to run (default: all of each task)")
+    parser.add_argument(
+        "--protocol",
+        help="results of the uci command (JSON lines): adds HyperNet under the paper's "
+        "protocol on the same splits and checks the defaults against it",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="base seed (plus the split)")
+    parser.add_argument("--jobs", type=int, default=1, help="parallel worker processes")
+    add_store_arguments(parser)
+
+
+def load_split(task):
+    """Training and test rows of a task's data set and split."""
+    settings = task["settings"]
+    if settings["source"] == "uci":
+        return load_uci(os.path.join(task["data"], task["dataset"]), task["split"])
+    X, y = BUILTIN[task["dataset"]][0](return_X_y=True)
+    cut = StratifiedShuffleSplit if settings["task"] == "classification" else ShuffleSplit
+    splitter = cut(n_splits=1, test_size=BUILTIN_TEST_SIZE, random_state=task["split"])
+    train, test = next(splitter.split(X, y))
+    return X[train], X[test], y[train], y[test]
+
+
+def run_task(task):
+    """Fit one model with its defaults on one split; score it on the test rows."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(1)
+    settings = task["settings"]
+    X_train, X_test, y_train, y_test = load_split(task)
+    seed = settings["seed"] + task["split"]
+    model = make_pipeline(StandardScaler(), MODELS[settings["task"]][task["method"]](seed))
+    with threadpool_limits(1), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        start = time.perf_counter()
+        model.fit(X_train, y_train)
+        fit_seconds = time.perf_counter() - start
+        predicted = model.predict(X_test)
+    if settings["task"] == "regression":
+        score = float(np.sqrt(np.mean((y_test - predicted) ** 2)))
+    else:
+        score = float(np.mean(y_test == predicted))
+    return {
+        **{k: task[k] for k in ("dataset", "split", "method")},
+        "settings": settings,
+        SCORES[settings["task"]]: score,
+        "fit_seconds": fit_seconds,
+        "n_train": len(y_train),
+        "n_test": len(y_test),
+    }
+
+
+def plan(args):
+    """One task per data set, split and method."""
+    requested = args.datasets
+    uci_names = [name for name in requested or [] if name not in BUILTIN]
+    if uci_names and not args.data:
+        raise BenchmarkInputError(
+            f"Data sets {uci_names} are not built in ({', '.join(BUILTIN)}); pass --data "
+            "for UCI data sets."
+        )
+    uci = (
+        find_datasets(args.data, uci_names or None)
+        if args.data and (uci_names or not requested)
+        else []
+    )
+    sources = [(name, "uci", "regression") for name in uci]
+    sources += [
+        (name, "builtin", task)
+        for name, (_, task) in BUILTIN.items()
+        if not requested or name in requested
+    ]
+    if args.splits < 1:
+        raise BenchmarkInputError(f"--splits must be at least 1, got {args.splits}.")
+    known = {m for models in MODELS.values() for m in models}
+    if args.methods and set(args.methods) - known:
+        raise BenchmarkInputError(
+            f"Unknown methods {sorted(set(args.methods) - known)}; choose from {sorted(known)}."
+        )
+    tasks = []
+    for name, source, kind in sources:
+        n_splits = args.splits
+        if source == "uci":
+            n_splits = min(n_splits, uci_n_splits(os.path.join(args.data, name)))
+        settings = {"source": source, "task": kind, "seed": args.seed}
+        for split in range(n_splits):
+            for method in MODELS[kind]:
+                if args.methods and method not in args.methods:
+                    continue
+                tasks.append(
+                    {
+                        "data": args.data,
+                        "dataset": name,
+                        "split": split,
+                        "method": method,
+                        "settings": settings,
+                    }
+                )
+    return tasks
+
+
+def read_protocol(path):
+    """``{(dataset, split): record}`` of the HyperNet (paper mode) records of a uci run."""
+    if not os.path.isfile(path):
+        raise BenchmarkInputError(f"--protocol {path} is not a file.")
+    found = {}
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and record.get("method") == "HyperNet":
+                found[(record["dataset"], record["split"])] = record
+    if not found:
+        raise BenchmarkInputError(
+            f"--protocol {path} holds no HyperNet record of the uci command."
+        )
+    return found
+
+
+def _cell(records, score):
+    values = [r[score] for r in records]
+    seconds = np.mean([r["fit_seconds"] for r in records])
+    digits = 3 if score == "accuracy" or np.mean(values) < 1 else 2
+    return f"{format_estimate(*mean_and_standard_error(values), digits=digits)} ({seconds:.1f} s)"
+
+
+def summary(records, protocol=None):
+    """Markdown tables per task, and the checks against the protocol as lines."""
+    out = []
+    checks = []
+    for kind, score in SCORES.items():
+        found = [r for r in records if r["settings"]["task"] == kind]
+        if not found:
+            continue
+        methods = [m for m in MODELS[kind] if any(r["method"] == m for r in found)]
+        datasets = sorted({r["dataset"] for r in found})
+        header = ["data set", "splits", *methods]
+        if kind == "regression" and protocol:
+            header.append("HyperNet, paper protocol")
+        rows = []
+        for dataset in datasets:
+            cells = {
+                m: [r for r in found if r["dataset"] == dataset and r["method"] == m]
+                for m in methods
+            }
+            splits = sorted({r["split"] for group in cells.values() for r in group})
+            row = [dataset, str(len(splits))]
+            row += [_cell(cells[m], score) if cells[m] else "–" for m in methods]
+            if kind == "regression" and protocol:
+                matched = [protocol[(dataset, s)] for s in splits if (dataset, s) in protocol]
+                row.append(
+                    f"{_cell(matched, score)}, {matched[0]['settings']['epochs']} epochs"
+                    if matched
+                    else "–"
+                )
+                if matched and cells.get("HyperNet"):
+                    checks.append(_protocol_check(dataset, cells, matched))
+            rows.append(row)
+        unit = "test RMSE" if kind == "regression" else "test accuracy"
+        out.append(
+            f"{kind.capitalize()}: {unit}, mean ± standard error over splits (mean fit time)"
+        )
+        out.append(markdown_table(header, rows))
+    if checks:
+        out.append(_protocol_summary(checks))
+    return "\n\n".join(out)
+
+
+def _protocol_check(dataset, cells, matched):
+    """The defaults' targets on one data set (HyperNet on the protocol's splits)."""
+    splits = {r["split"] for r in matched}
+
+    def mean(method, field="rmse"):
+        values = [r[field] for r in cells.get(method, []) if r["split"] in splits]
+        return float(np.mean(values)) if values else math.nan
+
+    protocol_rmse = float(np.mean([r["rmse"] for r in matched]))
+    protocol_seconds = float(np.mean([r["fit_seconds"] for r in matched]))
+    return {
+        "dataset": dataset,
+        "rmse": mean("HyperNet"),
+        "protocol_rmse": protocol_rmse,
+        "time_fraction": mean("HyperNet", "fit_seconds") / protocol_seconds,
+        "mlp": mean("MLP, scaled y, 2,000 iter"),
+        "boosting": mean("HistGradientBoosting"),
+    }
+
+
+def _protocol_summary(checks):
+    rows = [
+        [
+            c["dataset"],
+            f"{c['rmse']:.4g}",
+            f"{c['protocol_rmse']:.4g}",
+            f"{c['rmse'] / c['protocol_rmse'] - 1:+.1%}",
+            f"{c['time_fraction']:.2f}",
+            "yes" if c["rmse"] < c["mlp"] else "no",
+            "yes" if c["rmse"] <= c["boosting"] else "no",
+        ]
+        for c in checks
+    ]
+    within = sum(c["rmse"] <= (1 + PROTOCOL_RMSE_MARGIN) * c["protocol_rmse"] for c in checks)
+    fast = sum(c["time_fraction"] <= PROTOCOL_TIME_FRACTION for c in checks)
+    beats_mlp = sum(c["rmse"] < c["mlp"] for c in checks)
+    beats_boosting = sum(c["rmse"] <= c["boosting"] for c in checks)
+    n = len(checks)
+    table = markdown_table(
+        [
+            "data set",
+            "HyperNet defaults RMSE",
+            "protocol RMSE",
+            "difference",
+            "fit time / protocol's",
+            "better than MLP, scaled y",
+            "at least as good as boosting",
+        ],
+        rows,
+    )
+    return (
+        "HyperNet defaults against the paper's protocol (same splits):\n\n"
+        + table
+        + f"\n\nWithin {PROTOCOL_RMSE_MARGIN:.0%} of the protocol's RMSE: {within}/{n}; "
+        f"fit time at most {PROTOCOL_TIME_FRACTION:g} of the protocol's: {fast}/{n}; "
+        f"better than MLP with scaled targets: {beats_mlp}/{n}; at least as good as "
+        f"gradient boosting: {beats_boosting}/{n}."
+    )
+
+
+def describe(record):
+    """The progress line of a finished record."""
+    score = SCORES[record["settings"]["task"]]
+    return (
+        f"{record['dataset']} split {record['split']} {record['method']}: "
+        f"{score} {record[score]:.4g} in {record['fit_seconds']:.1f} s"
+    )
+
+
+def run(args, out=None):
+    import sys
+
+    out = out or sys.stdout
+    tasks = plan(args)
+    protocol = read_protocol(args.protocol) if args.protocol else None
+    store = open_store(args, KEY_FIELDS)
+    execute(tasks, store, args.jobs, out, task_runner=run_task, describe=describe)
+    records = store.matching([{k: t[k] for k in KEY_FIELDS} for t in tasks])
+    print("\n" + summary(records, protocol), file=out)
+    return 0
