@@ -12,6 +12,7 @@ from skhypernet.benchmarks._results import (
     ResultStore,
     mean_and_standard_error,
 )
+from skhypernet.benchmarks.uci import build_model
 
 from .conftest import write_mnist_folder, write_uci_folder
 
@@ -113,6 +114,92 @@ def test_uci_harness_options_reach_the_model(tmp_path):
         "seed": 5,
         "loss": "squared_error",
     }
+
+
+@pytest.mark.parametrize("method", ["SGD", "HyperNet", "HyperNet-KL"])
+def test_uci_protocol_trains_on_every_training_row(method):
+    # The estimators hold out validation rows by default; the paper's protocol does not.
+    settings = {"hidden": 5, "loss": "squared_error", "batch_size": 1, "seed": 0}
+    settings.update(predict_samples=5, kl_weight=0.1)
+    model = build_model(method, settings)
+    X = np.random.RandomState(0).normal(size=(200, 3))
+    model.set_params(max_iter=1).fit(X, X[:, 0])
+    assert model.t_ == 200 and model.validation_scores_ is None
+
+
+def test_defaults_command_table_checks_and_resume(tmp_path, capsys):
+    write_uci_folder(tmp_path / "data", name="toy", n_rows=60, n_splits=2)
+    protocol = tmp_path / "protocol.jsonl"
+    protocol.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "dataset": "toy",
+                    "split": split,
+                    "method": "HyperNet",
+                    "settings": {"epochs": 200},
+                    "rmse": 0.5,
+                    "fit_seconds": 100.0,
+                }
+            )
+            + "\n"
+            for split in range(2)
+        )
+    )
+    results = tmp_path / "defaults.jsonl"
+    args = [
+        "defaults",
+        "--data",
+        str(tmp_path / "data"),
+        "--datasets",
+        "toy",
+        "iris",
+        "--splits",
+        "2",
+        "--methods",
+        "HyperNet",
+        "Ridge",
+        "HistGradientBoosting",
+        "MLP, scaled y, 2,000 iter",
+        "LogisticRegression",
+        "--protocol",
+        str(protocol),
+        "--results",
+        str(results),
+    ]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    records = read_records(results)
+    # toy: 4 regression methods x 2 splits; iris: 3 classification methods x 2.
+    assert len(records) == 14
+    toy = [r for r in records if r["dataset"] == "toy"]
+    assert all(r["n_train"] + r["n_test"] == 60 and r["rmse"] >= 0 for r in toy)
+    iris = [r for r in records if r["dataset"] == "iris"]
+    assert all(r["n_test"] == 30 and 0 <= r["accuracy"] <= 1 for r in iris)
+    assert "| data set | splits | HyperNet | MLP, scaled y, 2,000 iter |" in out
+    assert "HyperNet, paper protocol |" in out and "(100.0 s), 200 epochs" in out
+    assert "| data set | splits | HyperNet | HistGradientBoosting | LogisticRegression |" in out
+    assert "Within 10% of the protocol's RMSE:" in out and "/1;" in out
+    assert main(args + ["--resume"]) == 0
+    assert "14 of 14 results already present; running 0." in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--datasets", "nowhere"], "not built in"),
+        (["--methods", "XGBoost"], "Unknown methods"),
+        (["--splits", "0"], "at least 1"),
+        (["--protocol", "missing.jsonl"], "not a file"),
+    ],
+)
+def test_defaults_command_reports_input_problems_in_one_line(tmp_path, capsys, options, message):
+    with pytest.raises(SystemExit) as stop:
+        main(["defaults", "--results", str(tmp_path / "d.jsonl"), *options])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "d.jsonl").exists()
 
 
 KEYS = ("dataset", "split")

@@ -33,7 +33,12 @@ X = StandardScaler().fit_transform(X)
 figure, axes = plt.subplots(1, 2, figsize=(10, 3.2), sharey=True)
 for axis, kl_weight in zip(axes, [0.0, 0.1]):
     model = HyperNetRegressor(
-        batch_size=1, max_iter=30, n_iter_no_change=np.inf, kl_weight=kl_weight, random_state=0
+        batch_size=1,
+        max_iter=30,
+        n_iter_no_change=np.inf,
+        early_stopping=False,
+        kl_weight=kl_weight,
+        random_state=0,
     )
     model.fit(X, y)
     mean, spread = model.weight_diffusion_.T

@@ -148,6 +148,7 @@ def run(args, out=None):
         model = METHODS[method](
             hidden_layer_sizes=_sizes(row["hidden_layer_sizes"]),
             batch_size=args.batch_size,
+            early_stopping=False,
             n_iter_no_change=np.inf,
             random_state=args.seed,
             **extra,

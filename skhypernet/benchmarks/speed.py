@@ -71,7 +71,11 @@ def compare_epochs(n_samples, n_features, batch_size, repeats):
 
     def ours(cls):
         return lambda n_epochs: cls(
-            batch_size=batch_size, max_iter=n_epochs, n_iter_no_change=np.inf, random_state=0
+            batch_size=batch_size,
+            max_iter=n_epochs,
+            n_iter_no_change=np.inf,
+            early_stopping=False,
+            random_state=0,
         )
 
     def mlp(n_epochs):
@@ -242,7 +246,12 @@ def measure(threads=None, repeats=3):
         figures["batch_1"] = compare_epochs(455, 13, 1, repeats)
         figures["batch_1_kl"] = epoch_seconds(
             lambda n: HyperNetRegressor(
-                batch_size=1, max_iter=n, kl_weight=0.1, n_iter_no_change=np.inf, random_state=0
+                batch_size=1,
+                max_iter=n,
+                kl_weight=0.1,
+                n_iter_no_change=np.inf,
+                early_stopping=False,
+                random_state=0,
             ),
             *linear_data(455, 13),
             repeats,

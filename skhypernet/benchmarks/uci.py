@@ -195,6 +195,8 @@ def build_model(method, settings):
         hidden_layer_sizes=(settings["hidden"],),
         loss=settings["loss"],
         batch_size=settings["batch_size"],
+        # The paper's protocol: a fixed budget on every training row.
+        early_stopping=False,
         n_iter_no_change=np.inf,
         random_state=settings["seed"],
         **extra,
