@@ -35,6 +35,7 @@ from typing import List, Tuple
 import torch
 import torch.nn.functional as F
 from sklearn.exceptions import ConvergenceWarning
+from torch.optim.adam import adam as functional_adam
 
 #: Rows whose noise is drawn at once; bounds the noise buffers' memory.
 NOISE_CHUNK_ROWS = 16384
@@ -90,28 +91,59 @@ def adam_step(
     step: torch.Tensor,
     adam_settings: List[float],
 ) -> None:
-    """One fused Adam update of the flat buffer.
+    """One Adam update of the flat buffer, with torch's functional Adam (the
+    update of torch.optim.Adam), fused into one kernel where torch has one.
 
     ``adam_settings`` is ``[learning rate, beta_1, beta_2, epsilon]``.  Runs
-    as Python even inside TorchScript, which would drop the in-place fused
-    call as dead code.
+    as Python even inside TorchScript, which would drop the in-place call as
+    dead code.
     """
-    step += 1
-    torch._fused_adam_(
+    functional_adam(
         [flat],
         [flat_grad],
         [exp_avg],
         [exp_avg_sq],
         [],
         [step],
-        lr=adam_settings[0],
+        fused=fused_adam_available(flat.device.type),
+        amsgrad=False,
         beta1=adam_settings[1],
         beta2=adam_settings[2],
+        lr=adam_settings[0],
         weight_decay=0.0,
         eps=adam_settings[3],
-        amsgrad=False,
         maximize=False,
     )
+
+
+_fused_adam = {}
+
+
+def fused_adam_available(device_type):
+    """Whether this torch has a fused Adam kernel for the device type (CPU: torch 2.4 on)."""
+    if device_type not in _fused_adam:
+        tensors = [torch.zeros(1, device=device_type) for _ in range(4)]
+        try:
+            functional_adam(
+                [tensors[0]],
+                [tensors[1]],
+                [tensors[2]],
+                [tensors[3]],
+                [],
+                [torch.zeros((), device=device_type)],
+                fused=True,
+                amsgrad=False,
+                beta1=0.9,
+                beta2=0.999,
+                lr=1e-3,
+                weight_decay=0.0,
+                eps=1e-8,
+                maximize=False,
+            )
+            _fused_adam[device_type] = True
+        except RuntimeError:
+            _fused_adam[device_type] = False
+    return _fused_adam[device_type]
 
 
 def train_rows(
@@ -640,24 +672,37 @@ def threads_for(flops_per_step):
 
 
 @contextlib.contextmanager
-def interrupts_deferred():
-    """Hold back Ctrl-C until the block has finished, then warn that it came.
+def interrupts_collected():
+    """Record Ctrl-C inside the block instead of raising it where it lands.
 
-    The block is short bookkeeping that must run whole.  Outside the main
-    thread, or where SIGINT is not Python's default handler, nothing changes.
+    Yields a list that receives one entry per Ctrl-C, for the block to check
+    where stopping is safe: raised inside the scripted training loop, the
+    KeyboardInterrupt would arrive wrapped in a RuntimeError.  Outside the
+    main thread, or where SIGINT is not Python's default handler, nothing
+    changes and the list stays empty.
     """
     if (
         threading.current_thread() is not threading.main_thread()
         or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
     ):
-        yield
+        yield []
         return
     received = []
     signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
     try:
-        yield
+        yield received
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+@contextlib.contextmanager
+def interrupts_deferred():
+    """Hold back Ctrl-C until the block has finished, then warn that it came.
+
+    The block is short bookkeeping that must run whole.
+    """
+    with interrupts_collected() as received:
+        yield
     if received:
         warnings.warn(
             "Interrupted by user after training: the fitted model is complete.",
@@ -752,12 +797,16 @@ class TrainingData:
         return self.X.shape[0]
 
 
-def run_epoch(model, optimizer, data, batch_size, shuffle, generator, kl_weight=0.0):
+def run_epoch(
+    model, optimizer, data, batch_size, shuffle, generator, kl_weight=0.0, interrupted=()
+):
     """One pass over ``data`` in mini-batches.
 
     ``kl_weight`` multiplies the weight KL estimate divided by the number of
     rows, so that over an epoch the steps add up to the KL term of a
-    variational objective.
+    variational objective.  A non-empty ``interrupted`` (see
+    :func:`interrupts_collected`) raises KeyboardInterrupt after the chunk of
+    batches in progress.
 
     Returns
     -------
@@ -821,6 +870,8 @@ def run_epoch(model, optimizer, data, batch_size, shuffle, generator, kl_weight=
         )
         total = sums if total is None else total + sums
         kl_total += float(kl_sum)
+        if interrupted:
+            raise KeyboardInterrupt
     n_steps = -(-n_samples // batch_size)
     return total.cpu().double() / n_samples, kl_total / n_steps, n_steps
 
@@ -896,13 +947,27 @@ def train(
     snapshot = None
     try:
         work = step_flops(model, batch_size)
-        with flushed_denormals(), threads_for(work), torch.no_grad():
+        with (
+            flushed_denormals(),
+            threads_for(work),
+            torch.no_grad(),
+            interrupts_collected() as interrupted,
+        ):
             for epoch in range(max_epochs):
+                if interrupted:
+                    raise KeyboardInterrupt
                 # The last finished epoch's parameters, kept for divergence and Ctrl-C.
                 snapshot = optimizer.snapshot()
                 epoch_kl_weight = kl_weight * kl_scale(data.loss, history)
                 output_losses, kl, n_steps = run_epoch(
-                    model, optimizer, data, batch_size, shuffle, generator, epoch_kl_weight
+                    model,
+                    optimizer,
+                    data,
+                    batch_size,
+                    shuffle,
+                    generator,
+                    epoch_kl_weight,
+                    interrupted,
                 )
                 loss = float(output_losses.mean()) + epoch_kl_weight * kl / data.n_samples
                 if not math.isfinite(loss):
@@ -922,6 +987,7 @@ def train(
                 history.n_steps += n_steps
                 history.last_output_losses = output_losses.tolist()
                 history.record(loss, score, tol, model)
+                snapshot = None  # the epoch is finished: nothing to roll back
                 if history.diffusion_noise is not None:
                     history.weight_diffusion.append(
                         model.weight_generator.diffusion(history.diffusion_noise)
@@ -948,10 +1014,9 @@ def train(
                             f"{n_iter_no_change} consecutive epochs. Stopping."
                         )
                     break
-    except (KeyboardInterrupt, RuntimeError) as error:
-        # Ctrl-C inside the scripted loop arrives as a RuntimeError.
-        if isinstance(error, RuntimeError) and "KeyboardInterrupt" not in str(error):
-            raise
+            if interrupted:
+                raise KeyboardInterrupt
+    except KeyboardInterrupt:
         if snapshot is not None:
             with torch.no_grad():
                 optimizer.restore(snapshot, reset_moments=False)

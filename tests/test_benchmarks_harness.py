@@ -51,6 +51,10 @@ def test_uci_harness_records_table_and_resume(tmp_path, capsys):
     assert "| final spread HyperNet | final spread HyperNet-KL |" in out
     regularised = next(r for r in records if r["method"] == "HyperNet-KL")
     assert regularised["settings"]["kl_weight"] > 0
+    # The regularised method holds out rows for its noise and keeps its best epoch.
+    assert regularised["settings"]["held_out"] == 0.1
+    assert 1 <= regularised["kept_epoch"] <= 3 and len(regularised["rmse_tracked_epochs"]) == 1
+    assert all("held_out" not in r["settings"] for r in records if r["method"] != "HyperNet-KL")
     assert "kl_weight" not in record["settings"] or record["method"] == "HyperNet-KL"
     assert len(regularised["weight_diffusion_steps"]) == 3
     assert 0 <= record["coverage_90"] <= 1 and np.isfinite(record["ll"])

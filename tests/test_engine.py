@@ -274,6 +274,37 @@ def test_flat_optimizer_shares_memory_with_the_model():
     assert torch.count_nonzero(before) > 0
 
 
+def test_no_private_torch_api():
+    import pathlib
+    import re
+
+    package = pathlib.Path(_engine.__file__).parent
+    private = re.compile(r"\btorch(\.\w+)*\._(?!_)\w")
+    uses = [
+        f"{path.name}: {line.strip()}"
+        for path in package.rglob("*.py")
+        for line in path.read_text().splitlines()
+        if private.search(line)
+    ]
+    assert not uses
+
+
+def test_adam_runs_without_a_fused_kernel(monkeypatch):
+    # Torch before 2.4 has no fused Adam on the CPU: the plain update is the same.
+    model = build("hyper")
+    reference = copy.deepcopy(model)
+    x, y, w = batch(40, _engine.SQUARED_ERROR)
+    data = _engine.TrainingData(x, y, w, _engine.SQUARED_ERROR)
+    results = []
+    for fused, network in ((True, model), (False, reference)):
+        monkeypatch.setitem(_engine._fused_adam, "cpu", fused)
+        optimizer = _engine.FlatOptimizer(network, 1e-2)
+        with torch.no_grad():
+            _engine.run_epoch(network, optimizer, data, 8, True, torch.Generator().manual_seed(1))
+        results.append(optimizer.flat.clone())
+    torch.testing.assert_close(results[0], results[1], rtol=1e-5, atol=1e-6)
+
+
 def test_engine_is_scripted():
     assert isinstance(_engine._train_rows(), torch.jit.ScriptFunction)
 

@@ -7,6 +7,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -89,6 +90,36 @@ def test_ctrl_c_keeps_a_usable_model_at_the_last_finished_epoch():
     n_iter, n_losses, finite = summary.split()
     assert int(n_iter) == int(n_losses) >= 1 and int(n_iter) < 10000
     assert finite == "True"
+
+
+def test_ctrl_c_in_process_stops_at_a_finished_epoch():
+    X, y = make_regression(n_samples=200, n_features=5, noise=1.0, random_state=0)
+    model = HyperNetRegressor(
+        batch_size=1, max_iter=100000, n_iter_no_change=np.inf, early_stopping=False
+    )
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    timer = threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT))
+    try:
+        timer.start()
+        with pytest.warns(UserWarning, match="interrupted by user"):
+            model.fit(X, y)
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGINT, previous)
+    assert 1 <= model.n_iter_ == len(model.loss_curve_) < 100000
+    assert np.all(np.isfinite(model.predict(X)))
+
+
+def test_an_error_that_mentions_keyboardinterrupt_is_not_taken_for_ctrl_c(monkeypatch):
+    from skhypernet import _engine
+
+    def failing(*args):
+        raise RuntimeError("KeyboardInterrupt: not a Ctrl-C")
+
+    monkeypatch.setattr(_engine, "kl_scale", failing)
+    X, y = make_regression(n_samples=50, n_features=3, random_state=0)
+    with pytest.raises(RuntimeError, match="not a Ctrl-C"):
+        HyperNetRegressor(max_iter=2).fit(X, y)
 
 
 @pytest.mark.parametrize("cls", ALL)
