@@ -98,6 +98,19 @@ def adam_step(
     as Python even inside TorchScript, which would drop the in-place call as
     dead code.
     """
+    update_adam(
+        flat,
+        flat_grad,
+        exp_avg,
+        exp_avg_sq,
+        step,
+        adam_settings,
+        fused=fused_adam_available(flat.device.type),
+    )
+
+
+def update_adam(flat, flat_grad, exp_avg, exp_avg_sq, step, adam_settings, fused):
+    """torch's functional Adam on one tensor (``step`` is incremented)."""
     functional_adam(
         [flat],
         [flat_grad],
@@ -105,7 +118,7 @@ def adam_step(
         [exp_avg_sq],
         [],
         [step],
-        fused=fused_adam_available(flat.device.type),
+        fused=fused,
         amsgrad=False,
         beta1=adam_settings[1],
         beta2=adam_settings[2],
@@ -124,21 +137,8 @@ def fused_adam_available(device_type):
     if device_type not in _fused_adam:
         tensors = [torch.zeros(1, device=device_type) for _ in range(4)]
         try:
-            functional_adam(
-                [tensors[0]],
-                [tensors[1]],
-                [tensors[2]],
-                [tensors[3]],
-                [],
-                [torch.zeros((), device=device_type)],
-                fused=True,
-                amsgrad=False,
-                beta1=0.9,
-                beta2=0.999,
-                lr=1e-3,
-                weight_decay=0.0,
-                eps=1e-8,
-                maximize=False,
+            update_adam(
+                *tensors, torch.zeros((), device=device_type), [1e-3, 0.9, 0.999, 1e-8], True
             )
             _fused_adam[device_type] = True
         except RuntimeError:
