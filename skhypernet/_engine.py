@@ -17,8 +17,8 @@ Speed comes from three choices, measured in ``docs/performance.md``:
   operation instead of Python's.  Where TorchScript is unavailable the same
   function runs as plain Python.
 
-:meth:`StochasticMLP.forward` with autograd and ``torch.optim.Adam`` is the
-straightforward formulation; the tests check the engine against it.
+The straightforward formulation, autograd through ``tests/reference.py`` and
+``torch.optim.Adam``, lives with the tests, which check the engine against it.
 """
 
 import contextlib
@@ -68,18 +68,6 @@ def split_gaussian(outputs):
     means = outputs[..., :n_targets]
     log_variances = outputs[..., n_targets:].clamp(-LOG_VARIANCE_BOUND, LOG_VARIANCE_BOUND)
     return means, log_variances
-
-
-def row_loss(outputs, targets, loss):
-    """Per-row loss, averaged over outputs: squared error, cross-entropy, or the
-    Gaussian negative log-likelihood without its constant ``log(2 pi) / 2``."""
-    if loss == CROSS_ENTROPY:
-        return F.cross_entropy(outputs, targets, reduction="none")
-    if loss == GAUSSIAN_NLL:
-        means, log_variances = split_gaussian(outputs)
-        scaled = (targets - means).square() * torch.exp(-log_variances)
-        return 0.5 * (log_variances + scaled).mean(dim=1)
-    return (outputs - targets).square().mean(dim=1)
 
 
 @torch.jit.ignore
@@ -250,7 +238,7 @@ def batch_gradients(
     Writes the gradients into ``grads`` and returns the weighted loss summed
     over rows, per output (per target for the Gaussian likelihood, one entry
     for cross-entropy); the batch's loss is their mean over outputs.  The
-    forward pass is that of ``StochasticMLP.forward``.
+    forward pass is that of ``tests/reference.py``.
     """
     n = x.shape[0]
     input_noise_raw, noise_scale_raw = params[0], params[1]

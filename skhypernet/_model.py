@@ -269,41 +269,6 @@ class HyperNetwork(WeightGenerator):
         return with_ones_column(hidden)
 
 
-def forward_per_row(x, codes, heads):
-    """Main-network outputs with one weight sample per row of ``x``.
-
-    Each row's input is contracted with the heads directly, so per-row
-    weights are never materialised: ``out[n] = (c[n] outer [h[n], 1]) @ head``.
-    """
-    hidden = x
-    for index, head in enumerate(heads):
-        inputs = with_ones_column(hidden)
-        if codes is None:
-            out = inputs @ head[0]
-        else:
-            outer = (codes[:, :, None] * inputs[:, None, :]).flatten(1)
-            out = outer @ head.flatten(0, 1)
-        hidden = out if index == len(heads) - 1 else torch.relu(out)
-    return hidden
-
-
-def forward_materialised(x, layers):
-    """Reference main-network forward pass with explicit weights.
-
-    ``layers`` holds ``(I + 1, O)`` weight-and-bias matrices, either shared or
-    one per row of ``x`` (shape (n, I + 1, O)).
-    """
-    hidden = x
-    for index, layer in enumerate(layers):
-        inputs = with_ones_column(hidden)
-        if layer.dim() == 3:
-            out = torch.bmm(inputs[:, None, :], layer)[:, 0, :]
-        else:
-            out = inputs @ layer
-        hidden = out if index == len(layers) - 1 else torch.relu(out)
-    return hidden
-
-
 def expected_parameter_shapes(arrays):
     """``{name: shape}`` of the parameters of the architecture in ``arrays``
     (:meth:`StochasticMLP.to_arrays`), computed without building the module."""
@@ -439,17 +404,6 @@ class StochasticMLP(nn.Module):
                 torch.rand, sum(generator_.hidden_sizes), getattr(generator_, "dropout", 0)
             ),
         )
-
-    def forward(self, x, noise):
-        """Training outputs: noisy input, one weight sample per row (eq. 3).
-
-        This is the straightforward autograd formulation; the training engine
-        computes the same values and gradients by hand.
-        """
-        if self.input_noise_raw is not None:
-            x = x + F.softplus(self.input_noise_raw) * noise.input_noise
-        codes = self.weight_generator.codes(noise.weight_noise, noise.dropout_uniform)
-        return forward_per_row(x, codes, self.weight_generator.heads)
 
     def _sample_output_blocks(self, x, n_samples, seed):
         """Yield ``(samples, rows, outputs)`` blocks of the weight samples' outputs.

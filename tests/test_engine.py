@@ -8,6 +8,8 @@ import torch
 from skhypernet import _engine
 from skhypernet._model import HyperNetwork, PointEstimate, StochasticMLP, layer_shapes
 
+from .reference import row_loss, training_outputs
+
 # (5 -> 12) widens; (12 -> 2) narrows enough to contract inputs first from 5
 # rows on: both contraction orders are exercised.
 SHAPES = layer_shapes(5, [12], 2)
@@ -63,7 +65,7 @@ def test_hand_written_gradients_equal_autograd(family, input_noise, hidden, drop
     model = build(family, input_noise, hidden, dropout)
     x, y, w = batch(n, loss)
     noise = model.draw_noise(n, x.shape[1], torch.Generator().manual_seed(2))
-    mean_loss = (w * _engine.row_loss(model(x, noise), y, loss)).mean()
+    mean_loss = (w * row_loss(training_outputs(model, x, noise), y, loss)).mean()
     mean_loss.backward()
     expected = [p.grad.clone() for p in _engine._parameter_list(model) if p is not None]
 
@@ -149,9 +151,9 @@ def reference_epoch(
     for step, start in enumerate(range(0, data.n_samples, batch_size)):
         rows = slice(start, start + batch_size)
         index = order[rows]
-        outputs = model(data.X[index], noise.rows(rows))
+        outputs = training_outputs(model, data.X[index], noise.rows(rows))
         if data.loss == _engine.CROSS_ENTROPY:
-            losses = _engine.row_loss(outputs, data.targets[index], data.loss)[:, None]
+            losses = row_loss(outputs, data.targets[index], data.loss)[:, None]
         elif data.loss == _engine.GAUSSIAN_NLL:
             means, log_variances = _engine.split_gaussian(outputs)
             scaled = (data.targets[index] - means).square() * torch.exp(-log_variances)
