@@ -533,14 +533,7 @@ def _train_rows():
 
 def _parameter_list(model):
     """Parameters in the order ``train_rows`` expects; None where absent."""
-    generator = model.weight_generator
-    return [
-        model.input_noise_raw,
-        getattr(generator, "noise_scale_raw", None),
-        *getattr(generator, "hidden_weights", []),
-        *getattr(generator, "hidden_biases", []),
-        *generator.heads,
-    ]
+    return [model.input_noise_raw, *model.weight_generator.trained_parameters()]
 
 
 class FlatOptimizer:
@@ -606,7 +599,7 @@ class FlatOptimizer:
             self.params.append(view)
             self.grads.append(self.flat_grad[offset : offset + numel].view_as(parameter))
             offset += numel
-        self.n_hidden = len(getattr(model.weight_generator, "hidden_weights", []))
+        self.n_hidden = len(model.weight_generator.hidden_sizes)
         if state is None:
             self.exp_avg = torch.zeros_like(self.flat)
             self.exp_avg_sq = torch.zeros_like(self.flat)
@@ -852,7 +845,7 @@ def run_epoch(
             optimizer.adam_settings,
             kl_noise,
             kl_coefficient,
-            getattr(weight_generator, "shared_outputs", 0),
+            weight_generator.shared_outputs,
             optimizer.trainable,
             optimizer.penalty,
         )

@@ -79,6 +79,9 @@ class WeightGenerator(nn.Module):
 
     noise_dim = 0
     hidden_sizes = ()
+    dropout = 0.0
+    #: Trailing main-network outputs whose weights do not vary with the code.
+    shared_outputs = 0
 
     def __init__(self, shapes, code_size):
         super().__init__()
@@ -115,6 +118,11 @@ class WeightGenerator(nn.Module):
     def frozen_masks(self):
         """``{parameter: mask}``, 0 where a parameter must stay at its value."""
         return {}
+
+    def trained_parameters(self):
+        """The parameters in the training engine's order: the noise scale (None
+        where there is none), hidden weights, hidden biases, heads."""
+        return [None, *self.heads]
 
     def penalised_masks(self):
         """``{parameter: mask}``, 1 where the L2 penalty ``alpha`` applies: the
@@ -236,6 +244,14 @@ class HyperNetwork(WeightGenerator):
             with torch.no_grad():
                 self.heads[-1][:-1, :, -shared_outputs:] = 0.0
 
+    def trained_parameters(self):
+        return [
+            self.noise_scale_raw,
+            *self.hidden_weights,
+            *self.hidden_biases,
+            *self.heads,
+        ]
+
     def frozen_masks(self):
         """``{parameter: mask}``, 0 where a parameter must stay at its value."""
         if not self.shared_outputs:
@@ -335,8 +351,8 @@ class StochasticMLP(nn.Module):
             "shapes": [list(shape) for shape in generator_.shapes],
             "noise_dim": generator_.noise_dim,
             "hidden_sizes": list(generator_.hidden_sizes),
-            "dropout": float(getattr(generator_, "dropout", 0.0)),
-            "shared_outputs": int(getattr(generator_, "shared_outputs", 0)),
+            "dropout": float(generator_.dropout),
+            "shared_outputs": int(generator_.shared_outputs),
             "parameters": {
                 name: tensor.detach().cpu().numpy().copy()
                 for name, tensor in self.state_dict().items()
@@ -400,9 +416,7 @@ class StochasticMLP(nn.Module):
         return TrainingNoise(
             input_noise=draw(torch.randn, n_features, self.input_noise_raw is not None),
             weight_noise=draw(torch.randn, generator_.noise_dim, True),
-            dropout_uniform=draw(
-                torch.rand, sum(generator_.hidden_sizes), getattr(generator_, "dropout", 0)
-            ),
+            dropout_uniform=draw(torch.rand, sum(generator_.hidden_sizes), generator_.dropout),
         )
 
     def _sample_output_blocks(self, x, n_samples, seed):
