@@ -179,7 +179,8 @@ LOSS_PARAMETER = """\
         ``predict(return_std=True)`` and ``sample_y`` is then
         ``noise_variance_``.  'gaussian_nll' makes the network output a mean
         and a log-variance per target and minimises the Gaussian negative
-        log-likelihood, so the noise is learned and may depend on x.  With a
+        log-likelihood, so the noise is learned and may depend on x (its
+        log-variance, in standardised units, is clipped to [-15, 15]).  With a
         hypernetwork, the log-variance outputs' last-layer weights do not vary
         with the noise ``eps`` (they come from the hypernetwork's constant
         part), so a single weight draw cannot set a row's noise.

@@ -306,7 +306,8 @@ def batch_gradients(
     # Loss and its gradient with respect to the outputs.
     column_weights = weights.unsqueeze(1)
     # TorchScript cannot read module constants: 1 is CROSS_ENTROPY, 2 GAUSSIAN_NLL,
-    # 15.0 LOG_VARIANCE_BOUND (the gradient tests fail if they drift apart).
+    # 15.0 LOG_VARIANCE_BOUND (test_gaussian_gradients_beyond_the_log_variance_bound
+    # fails if they drift apart).
     if loss == 1:
         log_proba = torch.log_softmax(out, 1)
         loss_sums = -(log_proba.gather(1, targets.unsqueeze(1)) * column_weights).sum(0)

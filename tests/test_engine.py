@@ -62,7 +62,22 @@ CASES = [
 @pytest.mark.parametrize("loss", LOSSES)
 @pytest.mark.parametrize("n", [1, 9])
 def test_hand_written_gradients_equal_autograd(family, input_noise, hidden, dropout, loss, n):
-    model = build(family, input_noise, hidden, dropout)
+    check_gradients(build(family, input_noise, hidden, dropout), loss, n)
+
+
+@pytest.mark.parametrize("bias", [-20.0, 20.0])
+def test_gaussian_gradients_beyond_the_log_variance_bound(bias):
+    # Every row's log-variance output is far outside the clipping bound: the
+    # engine must clip where the reference (and prediction) does.
+    model = build("point", 0.0)
+    with torch.no_grad():
+        model.weight_generator.heads[-1][0, :-1, 1] = 0.0
+        model.weight_generator.heads[-1][0, -1, 1] = bias
+    check_gradients(model, _engine.GAUSSIAN_NLL, 9)
+
+
+def check_gradients(model, loss, n):
+    """Hand-written gradients and loss of one batch against autograd's."""
     x, y, w = batch(n, loss)
     noise = model.draw_noise(n, x.shape[1], torch.Generator().manual_seed(2))
     mean_loss = (w * row_loss(training_outputs(model, x, noise), y, loss)).mean()

@@ -131,3 +131,15 @@ def test_classifier_per_sample_probabilities():
     assert samples.std(axis=0).max() > 0  # the weight samples disagree
     baseline = SGDBaselineClassifier(**FAST).fit(X, y)
     assert baseline.predict_proba_samples(X[:5]).shape == (1, 5, 3)
+
+
+@pytest.mark.parametrize("bias, log_variance", [(40.0, 15.0), (-40.0, -15.0)])
+def test_learned_noise_is_clipped_at_the_documented_bound(bias, log_variance):
+    X, y = make_regression(n_samples=50, n_features=2, random_state=0)
+    model = SGDBaseline(loss="gaussian_nll", max_iter=1, random_state=0).fit(X, y)
+    last = model.network_.weight_generator.heads[-1]
+    with torch.no_grad():
+        last[0, :-1, 1] = 0.0
+        last[0, -1, 1] = bias
+    _, std = model.predict(X, return_std=True)
+    np.testing.assert_allclose(std, np.exp(log_variance / 2) * model.target_scale_[0], rtol=1e-6)
