@@ -503,6 +503,8 @@ def _forward_samples(x, layers):
     """Outputs of every weight sample for every row: shape (S, n, n_outputs)."""
     hidden = x
     for index, layer in enumerate(layers):
-        out = torch.matmul(hidden, layer[:, :-1, :]) + layer[:, -1:, :]
-        hidden = out if index == len(layers) - 1 else torch.relu(out)
+        # In place: the same values without two more (S, n, width) buffers per layer.
+        out = torch.matmul(hidden, layer[:, :-1, :])
+        out += layer[:, -1:, :]
+        hidden = out if index == len(layers) - 1 else out.relu_()
     return hidden
