@@ -240,6 +240,8 @@ def test_early_stopping_auto_holds_out_rows_where_there_are_enough(cls):
     small = cls(**FAST).fit(X[:90], y[:90])
     assert small.validation_scores_ is None
     assert small.t_ == small.n_iter_ * 90
+    # From 91 rows (10 % rounded up is 10) it holds out rows: the documented boundary.
+    assert cls(**FAST).fit(X[:91], y[:91]).validation_scores_ is not None
     assert cls(early_stopping=False, **FAST).fit(X, y).validation_scores_ is None
 
 
