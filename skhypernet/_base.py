@@ -149,7 +149,7 @@ def _to_tensor(array, dtype, device):
 class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
     """Base class of all estimators: one training loop, hooks for the task.
 
-    Subclasses define the task (``_loss_code``, ``_validate_targets``,
+    Subclasses define the task (``_loss``, ``_validate_targets``,
     ``_encode_targets``, ``_validation_score``, ``_after_training``) and the
     weight family (``_build_weight_generator``, ``_n_weight_samples``).
     """
@@ -200,8 +200,8 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
         """Score of already validated data (higher is better)."""
 
     @abstractmethod
-    def _loss_code(self):
-        """The engine's code of the training loss."""
+    def _loss(self):
+        """The training loss: an entry of the engine's loss table."""
 
     def _after_training(self):
         """Called at the end of fit and partial_fit."""
@@ -355,7 +355,7 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
             X=_to_tensor(X, torch.float32, device),
             targets=self._targets_tensor(targets, device),
             weights=_to_tensor(normalised_weights(sample_weight), torch.float32, device),
-            loss=self._loss_code(),
+            loss=self._loss(),
         )
         optimizer = _engine.FlatOptimizer(
             self.network_,

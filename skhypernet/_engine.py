@@ -5,17 +5,18 @@ The engine knows nothing about scikit-learn.  It trains a
 weights) with Adam on shuffled mini-batches and keeps the loss history and
 the stopping rule of scikit-learn's MLP.
 
-Speed comes from three choices, measured in ``docs/performance.md``:
+Speed comes from two choices, measured in ``docs/performance.md``:
 
 - all parameters live in one flat buffer, their gradients in another, so one
-  fused Adam call updates everything;
+  fused Adam call updates everything (:class:`FlatOptimizer`);
 - the forward and backward passes are written out by hand
-  (:func:`train_rows`): no autograd graph, per-row weights never
-  materialised, gradients written straight into the flat buffer;
-- a whole pass over the rows runs inside one TorchScript function, so the
-  per-step cost at batch size 1 is a few microseconds of dispatch per
-  operation instead of Python's.  Where TorchScript is unavailable the same
-  function runs as plain Python.
+  (:func:`batch_gradients`): no autograd graph, per-row weights never
+  materialised, gradients written straight into the flat buffer, and few
+  enough operations per step that Python's dispatch stays a small part of a
+  batch-1 step.
+
+A loss is one entry of the loss table (:data:`LOSSES`): its value, its
+gradient with respect to the network's outputs, and its output width.
 
 The straightforward formulation, autograd through ``tests/reference.py`` and
 ``torch.optim.Adam``, lives with the tests, which check the engine against it.
@@ -30,7 +31,7 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import List, Tuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -49,56 +50,160 @@ SINGLE_THREAD_FLOPS = 10e6
 USER_STACKLEVEL = 4
 
 
-#: Losses, as passed to the scripted functions.
-SQUARED_ERROR, CROSS_ENTROPY, GAUSSIAN_NLL = 0, 1, 2
-LOSSES = {
-    "squared_error": SQUARED_ERROR,
-    "cross_entropy": CROSS_ENTROPY,
-    "gaussian_nll": GAUSSIAN_NLL,
-}
-#: The log-variance outputs of the Gaussian likelihood are clipped to this range.
-LOG_VARIANCE_BOUND = 15.0
+class Loss:
+    """One entry of the loss table: what training minimises and prediction reads.
+
+    Adding a loss means adding one subclass to :data:`LOSSES`.
+    """
+
+    name = None
+
+    def n_outputs(self, n_targets):
+        """Network outputs for ``n_targets`` targets (classes for cross-entropy)."""
+        return n_targets
+
+    def gradient(self, outputs, targets, row_weights):
+        """Loss of one batch and its gradient.
+
+        Returns the weighted loss summed over rows, per output (per target
+        for the Gaussian likelihood, one entry for cross-entropy; the batch's
+        loss is their mean over outputs divided by the rows), and the gradient
+        of that batch loss with respect to ``outputs``.  ``row_weights`` has
+        shape ``(n, 1)``.
+        """
+        raise NotImplementedError
+
+    def kl_scale(self, last_output_losses):
+        """Factor that puts the weight KL term on the scale of this loss as a
+        negative log-likelihood per row (see :func:`kl_scale`)."""
+        return 1.0
+
+
+class SquaredError(Loss):
+    name = "squared_error"
+
+    def gradient(self, outputs, targets, row_weights):
+        diff = outputs - targets
+        weighted_diff = diff * row_weights
+        loss_sums = (weighted_diff * diff).sum(0)
+        return loss_sums, weighted_diff.mul_(2.0 / diff.numel())
+
+    def kl_scale(self, last_output_losses):
+        # The squared error of standardised targets is 2 sigma^2 times the
+        # negative log-likelihood of Gaussian noise of variance sigma^2 (up to
+        # a constant); sigma^2 is the last epoch's loss (1 before the first).
+        if not last_output_losses:
+            return 2.0
+        return 2.0 * sum(last_output_losses) / len(last_output_losses)
+
+
+class CrossEntropy(Loss):
+    name = "cross_entropy"
+
+    def gradient(self, outputs, targets, row_weights):
+        log_proba = torch.log_softmax(outputs, 1)
+        column = targets.unsqueeze(1)
+        loss_sums = -(log_proba.gather(1, column) * row_weights).sum(0)
+        delta = torch.exp(log_proba)
+        delta.scatter_add_(1, column, -torch.ones_like(row_weights))
+        return loss_sums, delta.mul_(row_weights / outputs.shape[0])
+
+    @staticmethod
+    def transform(outputs):
+        """Class probabilities of the logits."""
+        return torch.softmax(outputs, dim=-1)
+
+
+class GaussianNLL(Loss):
+    """Negative log-likelihood of a Gaussian whose mean and log-variance the
+    network outputs (the constant ``log(2 pi) / 2`` left out)."""
+
+    name = "gaussian_nll"
+    #: The log-variance outputs are clipped to ``[-bound, bound]``, in training
+    #: (no gradient beyond) and prediction alike.
+    log_variance_bound = 15.0
+
+    def n_outputs(self, n_targets):
+        return 2 * n_targets
+
+    def split(self, outputs):
+        """Means and clipped log-variances of the outputs."""
+        n_targets = outputs.shape[-1] // 2
+        log_variances = outputs[..., n_targets:]
+        bound = self.log_variance_bound
+        return outputs[..., :n_targets], log_variances.clamp(-bound, bound)
+
+    def gradient(self, outputs, targets, row_weights):
+        means, clipped = self.split(outputs)
+        diff = means - targets
+        precision = torch.exp(-clipped)
+        scaled = diff.square().mul_(precision)
+        weight_scale = row_weights / diff.numel()
+        loss_sums = 0.5 * ((clipped + scaled) * row_weights).sum(0)
+        grad_log_variance = (1.0 - scaled).mul_(0.5 * weight_scale)
+        # Clipping passes no gradient outside the bound.
+        grad_log_variance.mul_(clipped == outputs[:, means.shape[1] :])
+        grad_means = diff.mul_(precision).mul_(weight_scale)
+        return loss_sums, torch.cat([grad_means, grad_log_variance], 1)
+
+
+SQUARED_ERROR, CROSS_ENTROPY, GAUSSIAN_NLL = SquaredError(), CrossEntropy(), GaussianNLL()
+#: The loss table, by the estimators' names.
+LOSSES = {loss.name: loss for loss in (SQUARED_ERROR, CROSS_ENTROPY, GAUSSIAN_NLL)}
 #: Weight draws behind each step's estimate of the weight KL term (``kl_weight``).
 KL_SAMPLES = 32
 
 
-def split_gaussian(outputs):
-    """Means and (clipped) log-variances of Gaussian-likelihood outputs."""
-    n_targets = outputs.shape[-1] // 2
-    means = outputs[..., :n_targets]
-    log_variances = outputs[..., n_targets:].clamp(-LOG_VARIANCE_BOUND, LOG_VARIANCE_BOUND)
-    return means, log_variances
+class Parameters(NamedTuple):
+    """A model's trained tensors by role (or the views of a flat buffer that
+    stand for them, or their gradients).  None marks what a model lacks."""
 
+    input_noise: torch.Tensor | None  # raw softplus scale of the input noise
+    noise_scale: torch.Tensor | None  # raw softplus scale of the weight noise
+    hidden_weights: list[torch.Tensor]  # hypernetwork hidden layers
+    hidden_biases: list[torch.Tensor]
+    heads: list[torch.Tensor]  # (C, I + 1, O) per main-network layer
 
-@torch.jit.ignore
-def adam_step(
-    flat: torch.Tensor,
-    flat_grad: torch.Tensor,
-    exp_avg: torch.Tensor,
-    exp_avg_sq: torch.Tensor,
-    step: torch.Tensor,
-    adam_settings: List[float],
-) -> None:
-    """One Adam update of the flat buffer, with torch's functional Adam (the
-    update of torch.optim.Adam), fused into one kernel where torch has one.
+    @classmethod
+    def of(cls, model):
+        return cls(**model.parameter_groups())
 
-    ``adam_settings`` is ``[learning rate, beta_1, beta_2, epsilon]``.  Runs
-    as Python even inside TorchScript, which would drop the in-place call as
-    dead code.
-    """
-    update_adam(
-        flat,
-        flat_grad,
-        exp_avg,
-        exp_avg_sq,
-        step,
-        adam_settings,
-        fused=fused_adam_available(flat.device.type),
-    )
+    def tensors(self):
+        """The tensors, in a fixed order, without the Nones."""
+        singles = [self.input_noise, self.noise_scale]
+        return [t for t in singles if t is not None] + [
+            *self.hidden_weights,
+            *self.hidden_biases,
+            *self.heads,
+        ]
+
+    def views_of(self, buffer):
+        """The same structure made of consecutive views of ``buffer``, in the
+        order of :meth:`tensors`."""
+        offset = 0
+
+        def view(tensor):
+            nonlocal offset
+            if tensor is None:
+                return None
+            part = buffer[offset : offset + tensor.numel()].view_as(tensor)
+            offset += tensor.numel()
+            return part
+
+        return Parameters(
+            view(self.input_noise),
+            view(self.noise_scale),
+            [view(t) for t in self.hidden_weights],
+            [view(t) for t in self.hidden_biases],
+            [view(t) for t in self.heads],
+        )
 
 
 def update_adam(flat, flat_grad, exp_avg, exp_avg_sq, step, adam_settings, fused):
-    """torch's functional Adam on one tensor (``step`` is incremented)."""
+    """torch's functional Adam on one tensor (``step`` is incremented).
+
+    ``adam_settings`` is ``[learning rate, beta_1, beta_2, epsilon]``.
+    """
     functional_adam(
         [flat],
         [flat_grad],
@@ -134,321 +239,194 @@ def fused_adam_available(device_type):
     return _fused_adam[device_type]
 
 
-def train_rows(
-    X: torch.Tensor,
-    targets: torch.Tensor,
-    weights: torch.Tensor,
-    order: torch.Tensor,
-    batch_size: int,
-    loss: int,
-    input_noise: torch.Tensor,
-    weight_noise: torch.Tensor,
-    dropout_masks: torch.Tensor,
-    hidden_sizes: List[int],
-    params: List[torch.Tensor],
-    grads: List[torch.Tensor],
-    n_hidden: int,
-    flat: torch.Tensor,
-    flat_grad: torch.Tensor,
-    exp_avg: torch.Tensor,
-    exp_avg_sq: torch.Tensor,
-    step: torch.Tensor,
-    adam_settings: List[float],
-    kl_noise: torch.Tensor,
-    kl_coefficient: float,
-    kl_fixed_outputs: int,
-    trainable: torch.Tensor,
-    penalty: torch.Tensor,
-) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Train on the rows ``order`` in mini-batches.
+class Batch(NamedTuple):
+    """The rows of one training step and their noise draws (None: not used)."""
 
-    ``params`` are views into ``flat``: ``[input_noise_raw, noise_scale_raw,
-    hidden weights..., hidden biases..., heads...]`` (the first two are empty
-    tensors when absent); ``grads`` the matching views into ``flat_grad``.
-    The noise tensors hold the draws of the rows in the order of ``order``;
-    ``dropout_masks`` the inverted-dropout masks of all hypernetwork layers.
-    With ``kl_coefficient > 0``, every step adds that multiple of the weight
-    KL estimate (:func:`kl_gradients`, with ``kl_fixed_outputs``) from its
-    slice ``kl_noise[step]``.
-    Unless empty, ``penalty * flat / batch rows`` is added to the gradients
-    (the L2 penalty, as in scikit-learn's MLP), which are then multiplied by
-    ``trainable`` (unless empty) before the Adam step (:func:`adam_step`).
-
-    Returns the weighted loss summed over rows, per output, and the sum of
-    the steps' KL estimates.
-    """
-    total = torch.zeros(0, dtype=X.dtype, device=X.device)
-    kl_total = torch.zeros((), dtype=X.dtype, device=X.device)
-    n_rows = order.shape[0]
-    # One gather per call; the batches are then contiguous slices.
-    X, targets, weights = X[order], targets[order], weights[order]
-    for start in range(0, n_rows, batch_size):
-        stop = min(start + batch_size, n_rows)
-        loss_sums = batch_gradients(
-            X[start:stop],
-            targets[start:stop],
-            weights[start:stop],
-            loss,
-            input_noise[start:stop] if input_noise.numel() > 0 else input_noise,
-            weight_noise[start:stop] if weight_noise.numel() > 0 else weight_noise,
-            dropout_masks[start:stop] if dropout_masks.numel() > 0 else dropout_masks,
-            hidden_sizes,
-            params,
-            grads,
-            n_hidden,
-        )
-        total = loss_sums if total.numel() == 0 else total + loss_sums
-        if kl_coefficient > 0.0:
-            kl_total += kl_gradients(
-                kl_noise[start // batch_size],
-                params,
-                grads,
-                n_hidden,
-                kl_coefficient,
-                kl_fixed_outputs,
-            )
-        if penalty.numel() > 0:
-            flat_grad.addcmul_(penalty, flat, value=1.0 / (stop - start))
-        if trainable.numel() > 0:
-            flat_grad.mul_(trainable)
-        adam_step(flat, flat_grad, exp_avg, exp_avg_sq, step, adam_settings)
-    return total, kl_total
+    x: torch.Tensor
+    targets: torch.Tensor
+    weights: torch.Tensor  # (n, 1)
+    input_noise: torch.Tensor | None
+    weight_noise: torch.Tensor | None
+    masks: list[torch.Tensor] | None  # inverted dropout, per hypernetwork layer
 
 
-def contracts_inputs_first(n_rows: int, fan_in_with_bias: int, fan_out: int) -> bool:
+def contracts_inputs_first(n_rows, fan_in_with_bias, fan_out):
     """Whether a layer is cheaper as ``inputs @ head`` first (see batch_gradients)."""
     return n_rows * (fan_in_with_bias - fan_out) > 2 * fan_in_with_bias * fan_out
 
 
-def batch_gradients(
-    x: torch.Tensor,
-    targets: torch.Tensor,
-    weights: torch.Tensor,
-    loss: int,
-    input_noise: torch.Tensor,
-    weight_noise: torch.Tensor,
-    dropout_masks: torch.Tensor,
-    hidden_sizes: List[int],
-    params: List[torch.Tensor],
-    grads: List[torch.Tensor],
-    n_hidden: int,
-) -> torch.Tensor:
+def with_ones(hidden):
+    """``[hidden, 1]``: the input of a layer's bias row."""
+    return torch.constant_pad_nd(hidden, (0, 1), 1.0)
+
+
+class Layer(NamedTuple):
+    """Views of one main-network layer's head and its gradient, made once."""
+
+    head: torch.Tensor  # (C, I + 1, O)
+    grad_head: torch.Tensor
+    matrix: torch.Tensor  # the head as (C * (I + 1), O)
+    matrix_t: torch.Tensor
+    grad_matrix: torch.Tensor
+    fan_in_with_bias: int
+    fan_out: int
+
+    @classmethod
+    def all(cls, values, grads):
+        return [
+            cls(
+                head,
+                grad_head,
+                head.view(-1, head.shape[2]),
+                head.view(-1, head.shape[2]).t(),
+                grad_head.view(-1, head.shape[2]),
+                head.shape[1],
+                head.shape[2],
+            )
+            for head, grad_head in zip(values.heads, grads.heads)
+        ]
+
+
+def batch_gradients(values, grads, loss, batch, layers=None):
     """Gradient of the mean weighted loss of one batch, by hand.
 
-    Writes the gradients into ``grads`` and returns the weighted loss summed
-    over rows, per output (per target for the Gaussian likelihood, one entry
-    for cross-entropy); the batch's loss is their mean over outputs.  The
-    forward pass is that of ``tests/reference.py``.
+    ``values`` and ``grads`` are :class:`Parameters` (views of the flat
+    buffers); the gradients are written into ``grads``.  ``layers`` are
+    ``Layer.all(values, grads)``, made once for many steps.  Returns the
+    weighted loss summed over rows, per output (see :meth:`Loss.gradient`).
+    The forward pass is that of ``tests/reference.py``.
     """
+    if layers is None:
+        layers = Layer.all(values, grads)
+    x = batch.x
     n = x.shape[0]
-    input_noise_raw, noise_scale_raw = params[0], params[1]
-    hidden_weights = params[2 : 2 + n_hidden]
-    hidden_biases = params[2 + n_hidden : 2 + 2 * n_hidden]
-    heads = params[2 + 2 * n_hidden :]
-    hyper = noise_scale_raw.numel() > 0
-    noisy_input = input_noise_raw.numel() > 0
-    ones = torch.ones((n, 1), dtype=x.dtype, device=x.device)
+    hyper = values.noise_scale is not None
+    input_noise = values.input_noise
 
     # Forward pass, keeping what the backward pass needs.
-    if noisy_input:
-        x = torch.addcmul(x, input_noise, F.softplus(input_noise_raw))
-    hidden_inputs: List[torch.Tensor] = []
-    hidden_pre: List[torch.Tensor] = []
-    masks: List[torch.Tensor] = []
-    codes = ones
+    if input_noise is not None:
+        x = torch.addcmul(x, batch.input_noise, F.softplus(input_noise))
     if hyper:
-        if dropout_masks.numel() > 0:
-            masks = torch.split(dropout_masks, hidden_sizes, 1)
+        hidden_inputs, hidden_pre = [], []
         codes = hypernet_forward(
-            weight_noise,
-            noise_scale_raw,
-            hidden_weights,
-            hidden_biases,
-            masks,
-            hidden_inputs,
-            hidden_pre,
+            values, batch.weight_noise, batch.masks, hidden_inputs, hidden_pre
         )
-    code_size = codes.shape[1]
+        code_size = codes.shape[1]
+        codes_column, codes_row = codes.unsqueeze(2), codes.unsqueeze(1)
     # A layer's output sum_{c,i} codes[c] inputs[i] head[c, i, o] is contracted
     # as (codes outer inputs) @ head, with an (n, C * (I + 1)) intermediate,
     # or, for layers that narrow enough to pay for reordering the head twice,
     # inputs @ head first, with an (n, C * O) intermediate.
-    narrow: List[bool] = []
-    for head in heads:
-        narrow.append(hyper and contracts_inputs_first(n, head.shape[1], head.shape[2]))
-    layer_inputs: List[torch.Tensor] = []
-    contracted: List[torch.Tensor] = []
-    reordered_heads: List[torch.Tensor] = []
-    activations: List[torch.Tensor] = []
+    last = len(layers) - 1
+    saved = []
     out = x
-    for index, head in enumerate(heads):
-        inputs = torch.cat([out, ones], 1)
-        layer_inputs.append(inputs)
-        fan_out = head.shape[2]
+    for index, layer in enumerate(layers):
+        inputs = with_ones(out)
         if not hyper:
-            contracted.append(inputs)
-            out = torch.mm(inputs, head[0])
-        elif narrow[index]:
-            reordered = head.transpose(0, 1).reshape(head.shape[1], -1)
-            reordered_heads.append(reordered)
-            per_code = torch.mm(inputs, reordered).view(n, code_size, fan_out)
-            contracted.append(per_code)
-            out = torch.bmm(codes.unsqueeze(1), per_code).squeeze(1)
+            out = torch.mm(inputs, layer.head[0])
+            intermediate = reordered = None
+        elif contracts_inputs_first(n, layer.fan_in_with_bias, layer.fan_out):
+            reordered = layer.head.transpose(0, 1).reshape(layer.fan_in_with_bias, -1)
+            intermediate = torch.mm(inputs, reordered).view(n, code_size, layer.fan_out)
+            out = torch.bmm(codes_row, intermediate).squeeze(1)
         else:
-            reordered_heads.append(head)
-            outer = (codes.unsqueeze(2) * inputs.unsqueeze(1)).flatten(1)
-            contracted.append(outer)
-            out = torch.mm(outer, head.view(-1, fan_out))
-        if index < len(heads) - 1:
+            reordered = None
+            intermediate = torch.bmm(codes_column, inputs.unsqueeze(1)).view(n, -1)
+            out = torch.mm(intermediate, layer.matrix)
+        if index < last:
             out = torch.relu(out)
-            activations.append(out)
+        saved.append((inputs, intermediate, reordered, out))
 
-    # Loss and its gradient with respect to the outputs.
-    column_weights = weights.unsqueeze(1)
-    # TorchScript cannot read module constants: 1 is CROSS_ENTROPY, 2 GAUSSIAN_NLL,
-    # 15.0 LOG_VARIANCE_BOUND (test_gaussian_gradients_beyond_the_log_variance_bound
-    # fails if they drift apart).
-    if loss == 1:
-        log_proba = torch.log_softmax(out, 1)
-        loss_sums = -(log_proba.gather(1, targets.unsqueeze(1)) * column_weights).sum(0)
-        delta = torch.exp(log_proba)
-        delta.scatter_add_(1, targets.unsqueeze(1), -torch.ones_like(column_weights))
-        delta = delta * (column_weights / n)
-    elif loss == 2:
-        n_targets = out.shape[1] // 2
-        diff = out[:, :n_targets] - targets
-        log_variance = out[:, n_targets:]
-        clipped = log_variance.clamp(-15.0, 15.0)
-        precision = torch.exp(-clipped)
-        scaled = diff.square() * precision
-        weight_scale = column_weights / (n * n_targets)
-        loss_sums = 0.5 * ((clipped + scaled) * column_weights).sum(0)
-        grad_log_variance = 0.5 * (1.0 - scaled) * weight_scale
-        # Clipping passes no gradient outside the bound.
-        grad_log_variance = grad_log_variance * (clipped == log_variance)
-        delta = torch.cat([diff * precision * weight_scale, grad_log_variance], 1)
-    else:
-        diff = out - targets
-        weighted_diff = diff * column_weights
-        loss_sums = (weighted_diff * diff).sum(0)
-        delta = weighted_diff * (2.0 / (n * out.shape[1]))
+    loss_sums, delta = loss.gradient(out, batch.targets, batch.weights)
 
     # Backward pass through the main network.
-    grad_codes = torch.zeros_like(codes)
-    grad_x = delta
-    for index in range(len(heads) - 1, -1, -1):
-        head = heads[index]
-        fan_out = head.shape[2]
-        grad_head = grads[2 + 2 * n_hidden + index]
-        last_needed = index > 0 or hyper or noisy_input
+    needs_input_gradient = hyper or input_noise is not None
+    grad_codes = None
+    for index in range(last, -1, -1):
+        layer = layers[index]
+        inputs, intermediate, reordered, _ = saved[index]
         if not hyper:
-            torch.mm(contracted[index].t(), delta, out=grad_head[0])
-            if not last_needed:
+            torch.mm(inputs.t(), delta, out=layer.grad_head[0])
+            if index == 0 and not needs_input_gradient:
                 break
-            grad_inputs = torch.mm(delta, head[0].t())
-        elif narrow[index]:
-            per_code = contracted[index]
-            grad_per_code = codes.unsqueeze(2) * delta.unsqueeze(1)
-            grad_reordered = torch.mm(layer_inputs[index].t(), grad_per_code.flatten(1))
-            grad_head.copy_(grad_reordered.view(-1, code_size, fan_out).transpose(0, 1))
-            grad_codes += torch.bmm(per_code, delta.unsqueeze(2)).squeeze(2)
-            grad_inputs = torch.mm(grad_per_code.flatten(1), reordered_heads[index].t())
+            grad_inputs = torch.mm(delta, layer.head[0].t())
         else:
-            torch.mm(contracted[index].t(), delta, out=grad_head.view(-1, fan_out))
-            grad_outer = torch.mm(delta, head.view(-1, fan_out).t()).view(n, code_size, -1)
-            grad_codes += torch.bmm(grad_outer, layer_inputs[index].unsqueeze(2)).squeeze(2)
-            grad_inputs = torch.bmm(codes.unsqueeze(1), grad_outer).squeeze(1)
+            if reordered is not None:
+                grad_per_code = (codes_column * delta.unsqueeze(1)).view(n, -1)
+                grad_reordered = torch.mm(inputs.t(), grad_per_code)
+                layer.grad_head.copy_(
+                    grad_reordered.view(-1, code_size, layer.fan_out).transpose(0, 1)
+                )
+                layer_grad_codes = torch.bmm(intermediate, delta.unsqueeze(2)).squeeze(2)
+                grad_inputs = torch.mm(grad_per_code, reordered.t())
+            else:
+                torch.mm(intermediate.t(), delta, out=layer.grad_matrix)
+                grad_outer = torch.mm(delta, layer.matrix_t).view(n, code_size, -1)
+                layer_grad_codes = torch.bmm(grad_outer, inputs.unsqueeze(2)).squeeze(2)
+                grad_inputs = torch.bmm(codes_row, grad_outer).squeeze(1)
+            grad_codes = (
+                layer_grad_codes if grad_codes is None else grad_codes.add_(layer_grad_codes)
+            )
         grad_x = grad_inputs[:, :-1]
         if index > 0:
-            delta = torch.ops.aten.threshold_backward(grad_x, activations[index - 1], 0.0)
-    if noisy_input:
-        grads[0].copy_((grad_x * input_noise).sum() * torch.sigmoid(input_noise_raw))
-
+            delta = torch.ops.aten.threshold_backward(grad_x, saved[index - 1][3], 0.0)
+    if input_noise is not None:
+        grad_scale = (grad_x * batch.input_noise).sum() * torch.sigmoid(input_noise)
+        grads.input_noise.copy_(grad_scale)
     if hyper:
         hypernet_backward(
-            grad_codes,
-            weight_noise,
-            hidden_inputs,
-            hidden_pre,
-            masks,
-            params,
-            grads,
-            n_hidden,
-            0.0,
+            values, grads, grad_codes, batch.weight_noise, hidden_inputs, hidden_pre, batch.masks
         )
     return loss_sums
 
 
-def hypernet_forward(
-    weight_noise: torch.Tensor,
-    noise_scale_raw: torch.Tensor,
-    hidden_weights: List[torch.Tensor],
-    hidden_biases: List[torch.Tensor],
-    masks: List[torch.Tensor],
-    hidden_inputs: List[torch.Tensor],
-    hidden_pre: List[torch.Tensor],
-) -> torch.Tensor:
-    """Codes ``[z, 1]`` of ``HyperNetwork.codes``; ``masks`` empty for no dropout.
+def hypernet_forward(values, weight_noise, masks, hidden_inputs, hidden_pre):
+    """Codes ``[z, 1]`` of ``HyperNetwork.codes``; ``masks`` None for no dropout.
 
     Appends each layer's input and pre-activation to ``hidden_inputs`` and
     ``hidden_pre`` for :func:`hypernet_backward`.
     """
-    hidden = weight_noise * F.softplus(noise_scale_raw)
-    for k in range(len(hidden_weights)):
+    hidden = weight_noise * F.softplus(values.noise_scale)
+    for k, (weight, bias) in enumerate(zip(values.hidden_weights, values.hidden_biases)):
         hidden_inputs.append(hidden)
-        pre = torch.addmm(hidden_biases[k], hidden, hidden_weights[k])
+        pre = torch.addmm(bias, hidden, weight)
         hidden_pre.append(pre)
         hidden = torch.relu(pre)
-        if len(masks) > 0:
-            hidden = hidden * masks[k]
-    return torch.cat([hidden, torch.ones_like(hidden[:, :1])], 1)
+        if masks is not None:
+            hidden = hidden.mul_(masks[k])
+    return with_ones(hidden)
 
 
 def hypernet_backward(
-    grad_codes: torch.Tensor,
-    weight_noise: torch.Tensor,
-    hidden_inputs: List[torch.Tensor],
-    hidden_pre: List[torch.Tensor],
-    masks: List[torch.Tensor],
-    params: List[torch.Tensor],
-    grads: List[torch.Tensor],
-    n_hidden: int,
-    accumulate: float,
-) -> None:
+    values, grads, grad_codes, weight_noise, hidden_inputs, hidden_pre, masks, accumulate=None
+):
     """Back-propagate ``grad_codes`` through the hypernetwork's hidden layers.
 
-    With ``accumulate == 0`` the gradients overwrite ``grads``; otherwise
+    Without ``accumulate`` the gradients overwrite ``grads``; otherwise
     ``accumulate`` times them is added (the regulariser's share).
     """
-    hidden_weights = params[2 : 2 + n_hidden]
-    noise_scale_raw = params[1]
     grad_hidden = grad_codes[:, :-1]
-    for k in range(n_hidden - 1, -1, -1):
-        if len(masks) > 0:
+    for k in range(len(hidden_pre) - 1, -1, -1):
+        if masks is not None:
             grad_hidden = grad_hidden * masks[k]
         grad_pre = torch.ops.aten.threshold_backward(grad_hidden, hidden_pre[k], 0.0)
-        if accumulate == 0.0:
-            torch.mm(hidden_inputs[k].t(), grad_pre, out=grads[2 + k])
-            torch.sum(grad_pre, 0, out=grads[2 + n_hidden + k])
+        if accumulate is None:
+            torch.mm(hidden_inputs[k].t(), grad_pre, out=grads.hidden_weights[k])
+            torch.sum(grad_pre, 0, out=grads.hidden_biases[k])
         else:
-            grads[2 + k].addmm_(hidden_inputs[k].t(), grad_pre, alpha=accumulate)
-            grads[2 + n_hidden + k].add_(grad_pre.sum(0), alpha=accumulate)
-        grad_hidden = torch.mm(grad_pre, hidden_weights[k].t())
-    grad_scale = (grad_hidden * weight_noise).sum() * torch.sigmoid(noise_scale_raw)
-    if accumulate == 0.0:
-        grads[1].copy_(grad_scale)
+            grads.hidden_weights[k].addmm_(hidden_inputs[k].t(), grad_pre, alpha=accumulate)
+            grads.hidden_biases[k].add_(grad_pre.sum(0), alpha=accumulate)
+        grad_hidden = torch.mm(grad_pre, values.hidden_weights[k].t())
+    grad_scale = torch.sigmoid(values.noise_scale).mul_(
+        torch.dot(grad_hidden.flatten(), weight_noise.flatten())
+    )
+    if accumulate is None:
+        grads.noise_scale.copy_(grad_scale)
     else:
-        grads[1].add_(grad_scale, alpha=accumulate)
+        grads.noise_scale.add_(grad_scale, alpha=accumulate)
 
 
-def kl_gradients(
-    weight_noise: torch.Tensor,
-    params: List[torch.Tensor],
-    grads: List[torch.Tensor],
-    n_hidden: int,
-    coefficient: float,
-    fixed_outputs: int,
-) -> torch.Tensor:
+def kl_gradients(values, grads, weight_noise, coefficient, fixed_outputs):
     """Add ``coefficient`` times the gradient of the weight KL estimate to ``grads``.
 
     The generated weights of the K rows of ``weight_noise`` (dropout off)
@@ -461,23 +439,16 @@ def kl_gradients(
     layer do not vary with the noise (``HyperNetwork.shared_outputs``): they
     are point estimates, outside the distribution.  Returns the estimate.
     """
-    hidden_weights = params[2 : 2 + n_hidden]
-    hidden_biases = params[2 + n_hidden : 2 + 2 * n_hidden]
-    heads = params[2 + 2 * n_hidden :]
-    hidden_inputs: List[torch.Tensor] = []
-    hidden_pre: List[torch.Tensor] = []
-    no_masks: List[torch.Tensor] = []
-    codes = hypernet_forward(
-        weight_noise, params[1], hidden_weights, hidden_biases, no_masks, hidden_inputs, hidden_pre
-    )
+    hidden_inputs, hidden_pre = [], []
+    codes = hypernet_forward(values, weight_noise, None, hidden_inputs, hidden_pre)
     n_draws = codes.shape[0]
     mean_code = codes.mean(0)
     centred = codes - mean_code
     grad_codes = torch.zeros_like(codes)
     total = torch.zeros((), dtype=codes.dtype, device=codes.device)
-    for index, head in enumerate(heads):
+    heads = values.heads
+    for index, (head, grad_head) in enumerate(zip(heads, grads.heads)):
         fan_in = float(head.shape[1] - 1)
-        grad_head = grads[2 + 2 * n_hidden + index]
         if index == len(heads) - 1 and fixed_outputs > 0:
             head = head[:, :, : head.shape[2] - fixed_outputs]
             grad_head = grad_head[:, :, : grad_head.shape[2] - fixed_outputs]
@@ -498,50 +469,18 @@ def kl_gradients(
         grad_codes += torch.mm(grad_deviations, flat_head.t())
         grad_codes += torch.mv(flat_head, grad_mean).unsqueeze(0) / n_draws
     hypernet_backward(
-        grad_codes,
-        weight_noise,
-        hidden_inputs,
-        hidden_pre,
-        no_masks,
-        params,
-        grads,
-        n_hidden,
-        coefficient,
+        values, grads, grad_codes, weight_noise, hidden_inputs, hidden_pre, None, coefficient
     )
     return total
-
-
-def _compile(function):
-    try:
-        with warnings.catch_warnings():
-            # Deprecated in favour of torch.compile, which needs a C++ compiler
-            # and compiles for tens of seconds; TorchScript needs neither.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            return torch.jit.script(function)
-    except Exception:  # noqa: BLE001 - any failure means: run as Python
-        return function
-
-
-_compiled = {}
-
-
-def _train_rows():
-    # Scripted lazily: the first fit pays the compilation (a second or so).
-    if "train_rows" not in _compiled:
-        _compiled["train_rows"] = _compile(train_rows)
-    return _compiled["train_rows"]
-
-
-def _parameter_list(model):
-    """Parameters in the order ``train_rows`` expects; None where absent."""
-    return [model.input_noise_raw, *model.weight_generator.trained_parameters()]
 
 
 class FlatOptimizer:
     """Adam over one flat buffer holding all of a model's parameters.
 
     On creation the model's parameters are copied into the buffer and made
-    views of it, so the model and the optimiser share memory.
+    views of it, so the model and the optimiser share memory.  :attr:`values`
+    and :attr:`grads` are :class:`Parameters` of views of the parameter and
+    gradient buffers.  Adding an optimiser option touches this class alone.
 
     Parameters
     ----------
@@ -569,46 +508,58 @@ class FlatOptimizer:
     ):
         self.learning_rate = learning_rate
         self.adam_settings = [float(learning_rate), float(beta_1), float(beta_2), float(epsilon)]
-        parameters = _parameter_list(model)
-        present = [p for p in parameters if p is not None]
-        device, dtype = present[0].device, present[0].dtype
-        size = sum(p.numel() for p in present)
+        parameters = Parameters.of(model)
+        tensors = parameters.tensors()
+        device, dtype = tensors[0].device, tensors[0].dtype
+        size = sum(p.numel() for p in tensors)
         self.flat = torch.empty(size, device=device, dtype=dtype)
         self.flat_grad = torch.zeros(size, device=device, dtype=dtype)
-        empty = torch.empty(0, device=device, dtype=dtype)
+        self.values = parameters.views_of(self.flat)
+        self.grads = parameters.views_of(self.flat_grad)
         frozen = model.weight_generator.frozen_masks()
-        #: 0 where a gradient is dropped before each update; empty when none is.
-        self.trainable = torch.ones_like(self.flat) if frozen else empty
         penalised = model.weight_generator.penalised_masks() if alpha > 0 else {}
-        #: ``alpha`` where the L2 penalty applies, else 0; empty without a penalty.
-        self.penalty = torch.zeros_like(self.flat) if penalised else empty
-        self.params, self.grads = [], []
-        offset = 0
-        for parameter in parameters:
-            if parameter is None:
-                self.params.append(empty)
-                self.grads.append(empty)
-                continue
-            numel = parameter.numel()
-            if parameter in frozen:
-                self.trainable[offset : offset + numel] = frozen[parameter].flatten()
-            if parameter in penalised:
-                self.penalty[offset : offset + numel] = alpha * penalised[parameter].flatten()
-            view = self.flat[offset : offset + numel].view_as(parameter)
+        #: 0 where a gradient is dropped before each update; None when none is.
+        self.trainable = torch.ones_like(self.flat) if frozen else None
+        #: ``alpha`` where the L2 penalty applies, else 0; None without a penalty.
+        self.penalty = torch.zeros_like(self.flat) if penalised else None
+        for parameter, view, trainable, penalty in zip(
+            tensors,
+            self.values.tensors(),
+            parameters.views_of(self.trainable).tensors() if frozen else tensors,
+            parameters.views_of(self.penalty).tensors() if penalised else tensors,
+        ):
             view.copy_(parameter.detach())
             parameter.data = view
-            self.params.append(view)
-            self.grads.append(self.flat_grad[offset : offset + numel].view_as(parameter))
-            offset += numel
-        self.n_hidden = len(model.weight_generator.hidden_sizes)
+            if parameter in frozen:
+                trainable.copy_(frozen[parameter])
+            if parameter in penalised:
+                penalty.copy_(alpha * penalised[parameter])
+        self.fused = fused_adam_available(device.type)
         if state is None:
             self.exp_avg = torch.zeros_like(self.flat)
             self.exp_avg_sq = torch.zeros_like(self.flat)
-            self.step = torch.zeros((), device=device, dtype=dtype)
+            self.step_count = torch.zeros((), device=device, dtype=dtype)
         else:
             self.exp_avg = state["exp_avg"].to(device)
             self.exp_avg_sq = state["exp_avg_sq"].to(device)
-            self.step = state["step"].to(device)
+            self.step_count = state["step"].to(device)
+
+    def step(self, n_rows):
+        """Update the parameters from the gradients of a batch of ``n_rows`` rows."""
+        if self.penalty is not None:
+            # The L2 penalty of scikit-learn's MLP: alpha / 2 * ||w||^2 per batch rows.
+            self.flat_grad.addcmul_(self.penalty, self.flat, value=1.0 / n_rows)
+        if self.trainable is not None:
+            self.flat_grad.mul_(self.trainable)
+        update_adam(
+            self.flat,
+            self.flat_grad,
+            self.exp_avg,
+            self.exp_avg_sq,
+            self.step_count,
+            self.adam_settings,
+            self.fused,
+        )
 
     def snapshot(self):
         """A copy of the parameters, for :meth:`restore`."""
@@ -620,11 +571,11 @@ class FlatOptimizer:
         if reset_moments:
             self.exp_avg.zero_()
             self.exp_avg_sq.zero_()
-            self.step.zero_()
+            self.step_count.zero_()
 
     def state_dict(self):
         """Adam's moments and step count."""
-        return {"exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq, "step": self.step}
+        return {"exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq, "step": self.step_count}
 
 
 def step_flops(model, batch_size):
@@ -658,8 +609,8 @@ def interrupts_collected():
     """Record Ctrl-C inside the block instead of raising it where it lands.
 
     Yields a list that receives one entry per Ctrl-C, for the block to check
-    where stopping is safe: raised inside the scripted training loop, the
-    KeyboardInterrupt would arrive wrapped in a RuntimeError.  Outside the
+    where stopping is safe: between chunks of steps, never between a step's
+    gradient and its update or inside torch code.  Outside the
     main thread, or where SIGINT is not Python's default handler, nothing
     changes and the list stays empty.
     """
@@ -772,7 +723,7 @@ class TrainingData:
     X: torch.Tensor
     targets: torch.Tensor
     weights: torch.Tensor  # normalised to mean 1 over the whole set
-    loss: int  # SQUARED_ERROR, CROSS_ENTROPY or GAUSSIAN_NLL
+    loss: Loss
 
     @property
     def n_samples(self):
@@ -805,53 +756,52 @@ def run_epoch(
     else:
         order = torch.arange(n_samples, device=device)
     weight_generator = model.weight_generator
-    hidden_sizes = list(weight_generator.hidden_sizes)
     kl_coefficient = kl_weight / n_samples if weight_generator.noise_dim else 0.0
     # Noise is drawn for whole chunks of batches at once: fewer, larger draws.
     chunk = max(batch_size, NOISE_CHUNK_ROWS // batch_size * batch_size)
     total = None
     kl_total = 0.0
-    train = _train_rows()
+    layers = Layer.all(optimizer.values, optimizer.grads)
     for start in range(0, n_samples, chunk):
         rows = order[start : start + chunk]
         noise = model.draw_noise(rows.shape[0], data.X.shape[1], generator)
-        n_steps = -(-rows.shape[0] // batch_size)
+        masks = weight_generator.dropout_masks(noise.dropout_uniform)
+
+        # Every tensor is cut into the steps' batches at once: views, no copies.
+        def batches(tensor):
+            return None if tensor is None or not tensor.numel() else tensor.split(batch_size)
+
+        columns = [
+            batches(data.X[rows]),
+            batches(data.targets[rows]),
+            batches(data.weights[rows].unsqueeze(1)),
+            batches(noise.input_noise),
+            batches(noise.weight_noise),
+        ]
+        n_steps = len(columns[0])
+        columns = [column or [None] * n_steps for column in columns]
+        layer_masks = zip(*(batches(mask) for mask in masks)) if masks else [None] * n_steps
         if kl_coefficient > 0:
             kl_noise = torch.randn(
                 (n_steps, KL_SAMPLES, weight_generator.noise_dim),
                 generator=generator,
                 device=device,
             )
-        else:
-            kl_noise = torch.empty(0, device=device)
-        sums, kl_sum = train(
-            data.X,
-            data.targets,
-            data.weights,
-            rows,
-            batch_size,
-            data.loss,
-            noise.input_noise,
-            noise.weight_noise,
-            weight_generator.dropout_mask_matrix(noise.dropout_uniform),
-            hidden_sizes,
-            optimizer.params,
-            optimizer.grads,
-            optimizer.n_hidden,
-            optimizer.flat,
-            optimizer.flat_grad,
-            optimizer.exp_avg,
-            optimizer.exp_avg_sq,
-            optimizer.step,
-            optimizer.adam_settings,
-            kl_noise,
-            kl_coefficient,
-            weight_generator.shared_outputs,
-            optimizer.trainable,
-            optimizer.penalty,
-        )
+        step_sums, step_kl = [], []
+        values, grads, loss = optimizer.values, optimizer.grads, data.loss
+        shared_outputs = weight_generator.shared_outputs
+        for step, (*tensors, step_masks) in enumerate(zip(*columns, layer_masks)):
+            batch = Batch(*tensors, step_masks)
+            step_sums.append(batch_gradients(values, grads, loss, batch, layers))
+            if kl_coefficient > 0:
+                step_kl.append(
+                    kl_gradients(values, grads, kl_noise[step], kl_coefficient, shared_outputs)
+                )
+            optimizer.step(batch.x.shape[0])
+        sums = torch.stack(step_sums).sum(0)
         total = sums if total is None else total + sums
-        kl_total += float(kl_sum)
+        if step_kl:
+            kl_total += float(torch.stack(step_kl).sum())
         if interrupted:
             raise KeyboardInterrupt
     n_steps = -(-n_samples // batch_size)
@@ -863,15 +813,9 @@ def kl_scale(loss, history):
 
     Cross-entropy and the Gaussian likelihood are negative log-likelihoods
     per row, so a variational objective adds ``KL / n_rows``: the factor is 1.
-    The squared error of standardised targets is ``2 sigma^2`` times the
-    negative log-likelihood of Gaussian noise of variance ``sigma^2``, up to a
-    constant, so the KL term is scaled by ``2 sigma^2``, with ``sigma^2`` the
-    last epoch's mean loss (1, the targets' variance, before the first).
+    For the squared error, :meth:`SquaredError.kl_scale`.
     """
-    if loss != SQUARED_ERROR:
-        return 1.0
-    losses = history.last_output_losses
-    return 2.0 * (sum(losses) / len(losses) if losses else 1.0)
+    return loss.kl_scale(history.last_output_losses)
 
 
 def train(

@@ -111,18 +111,24 @@ class WeightGenerator(nn.Module):
         """Return ``(n, C)`` codes for the given draws, or None for shared weights."""
         return None
 
-    def dropout_mask_matrix(self, dropout_uniform):
-        """Inverted-dropout masks of all hidden layers side by side (or empty)."""
-        return dropout_uniform
+    def dropout_masks(self, dropout_uniform):
+        """Inverted-dropout masks per hidden layer, or None without dropout."""
+        return None
 
     def frozen_masks(self):
         """``{parameter: mask}``, 0 where a parameter must stay at its value."""
         return {}
 
-    def trained_parameters(self):
-        """The parameters in the training engine's order: the noise scale (None
-        where there is none), hidden weights, hidden biases, heads."""
-        return [None, *self.heads]
+    def parameter_groups(self):
+        """The trained parameters by role, for the training engine: the
+        noise scale (None where there is none), the hypernetwork's hidden
+        weights and biases, and the heads."""
+        return {
+            "noise_scale": None,
+            "hidden_weights": [],
+            "hidden_biases": [],
+            "heads": list(self.heads),
+        }
 
     def penalised_masks(self):
         """``{parameter: mask}``, 1 where the L2 penalty ``alpha`` applies: the
@@ -244,13 +250,13 @@ class HyperNetwork(WeightGenerator):
             with torch.no_grad():
                 self.heads[-1][:-1, :, -shared_outputs:] = 0.0
 
-    def trained_parameters(self):
-        return [
-            self.noise_scale_raw,
-            *self.hidden_weights,
-            *self.hidden_biases,
-            *self.heads,
-        ]
+    def parameter_groups(self):
+        return {
+            "noise_scale": self.noise_scale_raw,
+            "hidden_weights": list(self.hidden_weights),
+            "hidden_biases": list(self.hidden_biases),
+            "heads": list(self.heads),
+        }
 
     def frozen_masks(self):
         """``{parameter: mask}``, 0 where a parameter must stay at its value."""
@@ -260,28 +266,23 @@ class HyperNetwork(WeightGenerator):
         mask[:-1, :, -self.shared_outputs :] = 0.0
         return {self.heads[-1]: mask}
 
-    def dropout_mask_matrix(self, dropout_uniform):
-        """Inverted-dropout masks (0 or ``1 / keep``) of all hidden layers, or empty."""
-        if not dropout_uniform.numel() or self.dropout == 0:
-            return dropout_uniform.new_empty(0)
-        keep = 1.0 - self.dropout
-        return (dropout_uniform < keep) * (1.0 / keep)
-
     def dropout_masks(self, dropout_uniform):
-        """Inverted-dropout masks per hidden layer, or Nones."""
-        masks = self.dropout_mask_matrix(dropout_uniform)
-        if not masks.numel():
-            return [None] * len(self.hidden_sizes)
+        """Inverted-dropout masks (0 or ``1 / keep``) per hidden layer, or None
+        without dropout (rate 0, or no draws: prediction)."""
+        if not dropout_uniform.numel() or self.dropout == 0:
+            return None
+        keep = 1.0 - self.dropout
+        masks = (dropout_uniform < keep) * (1.0 / keep)
         return list(torch.split(masks, list(self.hidden_sizes), dim=1))
 
     def codes(self, weight_noise, dropout_uniform):
         """Codes ``[z, 1]``; dropout applies when ``dropout_uniform`` is given."""
         hidden = weight_noise * F.softplus(self.noise_scale_raw)
         masks = self.dropout_masks(dropout_uniform)
-        for weight, bias, mask in zip(self.hidden_weights, self.hidden_biases, masks):
+        for index, (weight, bias) in enumerate(zip(self.hidden_weights, self.hidden_biases)):
             hidden = torch.relu(torch.addmm(bias, hidden, weight))
-            if mask is not None:
-                hidden = hidden * mask
+            if masks is not None:
+                hidden = hidden * masks[index]
         return with_ones_column(hidden)
 
 
@@ -394,6 +395,12 @@ class StochasticMLP(nn.Module):
             {name: torch.from_numpy(np.array(value)) for name, value in parameters.items()}
         )
         return model
+
+    def parameter_groups(self):
+        """The trained parameters by role (see
+        :meth:`WeightGenerator.parameter_groups`), with the raw input-noise
+        scale (None where there is no input noise)."""
+        return {"input_noise": self.input_noise_raw, **self.weight_generator.parameter_groups()}
 
     @property
     def input_noise_scale(self):

@@ -15,14 +15,10 @@ from ._base import BaseStochasticNetwork, HyperNetworkFamily, PointEstimateFamil
 from ._docstrings import fill_doc
 
 
-def _softmax(outputs):
-    return torch.softmax(outputs, dim=-1)
-
-
 class _StochasticClassifier(ClassifierMixin, BaseStochasticNetwork):
     """Classification task: one logit per class, cross-entropy loss."""
 
-    def _loss_code(self):
+    def _loss(self):
         return _engine.CROSS_ENTROPY
 
     def _validate_targets(self, X, y, reset):
@@ -77,7 +73,7 @@ class _StochasticClassifier(ClassifierMixin, BaseStochasticNetwork):
         return torch.tensor(targets, dtype=torch.long, device=device)
 
     def _proba_tensor(self, X_tensor):
-        return self._predictive_mean(X_tensor, transform=_softmax)
+        return self._predictive_mean(X_tensor, transform=_engine.CROSS_ENTROPY.transform)
 
     def _validation_score(self, X, y, sample_weight):
         # The log-likelihood, not the accuracy: on a few dozen validation rows

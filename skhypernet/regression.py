@@ -31,14 +31,16 @@ class _StochasticRegressor(RegressorMixin, BaseStochasticNetwork):
 
     _loss_constraint = {"loss": [StrOptions({"squared_error", "gaussian_nll"})]}
 
-    def _loss_code(self):
-        return _engine.LOSSES[self.loss]
+    def _loss(self):
+        # The loss the network was built for: changing ``loss`` after fit
+        # takes effect at the next fit, as any parameter does.
+        return _engine.LOSSES[self._architecture["loss"]]
 
     def _architecture_params(self):
         return {**super()._architecture_params(), "loss": self.loss}
 
     def _check_outputs(self, n_network_outputs):
-        expected = self.n_outputs_ * (2 if self._gaussian() else 1)
+        expected = self._loss().n_outputs(self.n_outputs_)
         arrays = {"target_mean_": self.target_mean_, "target_scale_": self.target_scale_}
         if self.noise_variance_ is not None:
             arrays["noise_variance_"] = self.noise_variance_
@@ -56,9 +58,7 @@ class _StochasticRegressor(RegressorMixin, BaseStochasticNetwork):
         return 0.5 if self._gaussian() else 1.0
 
     def _gaussian(self):
-        # The loss the network was built for: changing ``loss`` after fit
-        # takes effect at the next fit, as any parameter does.
-        return self._architecture["loss"] == "gaussian_nll"
+        return self._loss() is _engine.GAUSSIAN_NLL
 
     def _weight_independent_outputs(self):
         # The log-variances: one draw of the weights must not set the noise.
@@ -101,8 +101,7 @@ class _StochasticRegressor(RegressorMixin, BaseStochasticNetwork):
                 f"y has {y.shape[1]} outputs, but {type(self).__name__} was fitted "
                 f"with {self.n_outputs_} outputs."
             )
-        n_network_outputs = y.shape[1] * (2 if self._gaussian() else 1)
-        return (y - self.target_mean_) / self.target_scale_, n_network_outputs
+        return (y - self.target_mean_) / self.target_scale_, self._loss().n_outputs(y.shape[1])
 
     def _targets_tensor(self, targets, device):
         return torch.tensor(targets, dtype=torch.float32, device=device)
@@ -113,7 +112,7 @@ class _StochasticRegressor(RegressorMixin, BaseStochasticNetwork):
 
         def moments(outputs):
             if gaussian:
-                means, log_variances = _engine.split_gaussian(outputs)
+                means, log_variances = _engine.GAUSSIAN_NLL.split(outputs)
                 noise = torch.exp(log_variances)
             else:
                 means, noise = outputs, torch.zeros_like(outputs)
@@ -240,7 +239,7 @@ class _StochasticRegressor(RegressorMixin, BaseStochasticNetwork):
         rng = check_random_state(random_state)
         outputs = self._sample_outputs(X_tensor, n_samples, rng)
         if self._gaussian():
-            means, log_variances = _engine.split_gaussian(torch.from_numpy(outputs))
+            means, log_variances = _engine.GAUSSIAN_NLL.split(torch.from_numpy(outputs))
             means, noise_std = means.numpy(), torch.exp(0.5 * log_variances).numpy()
         else:
             means = outputs

@@ -4,7 +4,7 @@ network's forward pass written straightforwardly, for autograd."""
 import torch
 import torch.nn.functional as F
 
-from skhypernet._engine import CROSS_ENTROPY, GAUSSIAN_NLL, split_gaussian
+from skhypernet._engine import CROSS_ENTROPY, GAUSSIAN_NLL
 from skhypernet._model import with_ones_column
 
 
@@ -61,7 +61,7 @@ def row_loss(outputs, targets, loss):
     if loss == CROSS_ENTROPY:
         return F.cross_entropy(outputs, targets, reduction="none")
     if loss == GAUSSIAN_NLL:
-        means, log_variances = split_gaussian(outputs)
+        means, log_variances = GAUSSIAN_NLL.split(outputs)
         scaled = (targets - means).square() * torch.exp(-log_variances)
         return 0.5 * (log_variances + scaled).mean(dim=1)
     return (outputs - targets).square().mean(dim=1)

@@ -28,12 +28,16 @@ def test_report_shows_ratios_and_targets():
         "predict_seconds": 0.3,
         "batch_1_kl": 0.18,
         "noise_pass_fractions": {"False": 0.0001, "True": 0.002},
+        "batch_512_gflops": 120.0,
+        "warm_up_seconds": 0.25,
     }
     table = speed.report(figures)
     assert "| 1.20 | <= 1.0 |" in table
-    assert "| 0.40 | <= 0.7 |" in table
+    assert "| 0.40 | <= 0.5 |" in table
     assert "| 15.00 | <= 3.0 |" in table
-    assert "| 0.57 | >= 0.60 |" in table
+    assert "| 0.57 | >= 0.70 |" in table
+    assert "| 0.30 | >= 0.70 |" in table
+    assert "| 0.25 s |" in table
     assert "100 MB" in table
 
 

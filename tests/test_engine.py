@@ -82,26 +82,21 @@ def check_gradients(model, loss, n):
     noise = model.draw_noise(n, x.shape[1], torch.Generator().manual_seed(2))
     mean_loss = (w * row_loss(training_outputs(model, x, noise), y, loss)).mean()
     mean_loss.backward()
-    expected = [p.grad.clone() for p in _engine._parameter_list(model) if p is not None]
+    expected = [p.grad.clone() for p in _engine.Parameters.of(model).tensors()]
 
     optimizer = _engine.FlatOptimizer(model, 1e-3)
-    masks = model.weight_generator.dropout_mask_matrix(noise.dropout_uniform)
+    step_batch = _engine.Batch(
+        x,
+        y,
+        w.unsqueeze(1),
+        noise.input_noise if noise.input_noise.numel() else None,
+        noise.weight_noise if noise.weight_noise.numel() else None,
+        model.weight_generator.dropout_masks(noise.dropout_uniform),
+    )
     with torch.no_grad():
-        total = _engine.batch_gradients(
-            x,
-            y,
-            w,
-            loss,
-            noise.input_noise,
-            noise.weight_noise,
-            masks,
-            list(model.weight_generator.hidden_sizes),
-            optimizer.params,
-            optimizer.grads,
-            optimizer.n_hidden,
-        )
+        total = _engine.batch_gradients(optimizer.values, optimizer.grads, loss, step_batch)
     torch.testing.assert_close(total.mean() / n, mean_loss.detach())
-    computed = [g for g in optimizer.grads if g.numel()]
+    computed = optimizer.grads.tensors()
     assert len(computed) == len(expected)
     for got, want in zip(computed, expected):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
@@ -129,20 +124,16 @@ def test_kl_gradients_equal_autograd(shared_outputs):
     model = build("hyper", shared_outputs=shared_outputs)
     weight_noise = torch.randn(16, 3, generator=torch.Generator().manual_seed(3))
     reference_kl(model, weight_noise).backward()
-    expected = [p.grad.clone() for p in _engine._parameter_list(model)[1:]]
+    expected = [p.grad.clone() for p in _engine.Parameters.of(model).tensors()[1:]]
     optimizer = _engine.FlatOptimizer(model, 1e-3)
     optimizer.flat_grad.fill_(1.0)  # the KL gradient is added to what is there
     with torch.no_grad():
         value = _engine.kl_gradients(
-            weight_noise,
-            optimizer.params,
-            optimizer.grads,
-            optimizer.n_hidden,
-            0.5,
-            shared_outputs,
+            optimizer.values, optimizer.grads, weight_noise, 0.5, shared_outputs
         )
     torch.testing.assert_close(value, reference_kl(model, weight_noise).detach())
-    for got, want in zip(optimizer.grads[1:], expected):
+    # The first tensor is the input-noise scale, which the KL term leaves alone.
+    for got, want in zip(optimizer.grads.tensors()[1:], expected):
         torch.testing.assert_close(got, 1.0 + 0.5 * want, rtol=1e-4, atol=1e-4)
 
 
@@ -170,7 +161,7 @@ def reference_epoch(
         if data.loss == _engine.CROSS_ENTROPY:
             losses = row_loss(outputs, data.targets[index], data.loss)[:, None]
         elif data.loss == _engine.GAUSSIAN_NLL:
-            means, log_variances = _engine.split_gaussian(outputs)
+            means, log_variances = _engine.GAUSSIAN_NLL.split(outputs)
             scaled = (data.targets[index] - means).square() * torch.exp(-log_variances)
             losses = 0.5 * (log_variances + scaled)
         else:
@@ -205,12 +196,7 @@ EPOCH_CASES = [
 
 
 @pytest.mark.parametrize("family, loss, kl_weight", EPOCH_CASES)
-@pytest.mark.parametrize("scripted", [True, False], ids=["torchscript", "python"])
-def test_training_epochs_equal_autograd_and_torch_adam(
-    family, loss, kl_weight, scripted, monkeypatch
-):
-    if not scripted:
-        monkeypatch.setitem(_engine._compiled, "train_rows", _engine.train_rows)
+def test_training_epochs_equal_autograd_and_torch_adam(family, loss, kl_weight):
     # With the Gaussian likelihood the log-variance output is weight-independent.
     shared = 1 if loss == _engine.GAUSSIAN_NLL and family == "hyper" else 0
     model = build(family, shared_outputs=shared)
@@ -320,10 +306,6 @@ def test_adam_runs_without_a_fused_kernel(monkeypatch):
             _engine.run_epoch(network, optimizer, data, 8, True, torch.Generator().manual_seed(1))
         results.append(optimizer.flat.clone())
     torch.testing.assert_close(results[0], results[1], rtol=1e-5, atol=1e-6)
-
-
-def test_engine_is_scripted():
-    assert isinstance(_engine._train_rows(), torch.jit.ScriptFunction)
 
 
 @pytest.mark.parametrize("user_setting", [False, True])

@@ -157,6 +157,42 @@ print(status("VmHWM") - before)
 """
 
 
+_WARM_UP_SCRIPT = """
+import time
+import numpy as np
+from skhypernet import HyperNetRegressor
+X = np.random.RandomState(0).normal(size=(455, 13))
+seconds = []
+for _ in range(2):
+    start = time.perf_counter()
+    HyperNetRegressor(max_iter=1, random_state=0).fit(X, X[:, 0])
+    seconds.append(time.perf_counter() - start)
+print(seconds[0] - seconds[1])
+"""
+
+
+def warm_up_seconds(threads):
+    """What the first fit in a fresh process costs beyond an identical second
+    fit (imports not counted)."""
+    environment = dict(os.environ, OMP_NUM_THREADS=str(threads)) if threads else None
+    result = subprocess.run(
+        [sys.executable, "-c", _WARM_UP_SCRIPT],
+        capture_output=True,
+        text=True,
+        env=environment,
+        check=True,
+    )
+    return float(result.stdout.split()[-1])
+
+
+def batch_512_gflops(epoch_seconds, n_rows=8192, n_features=8, batch_size=512):
+    """FLOP rate of the batch-512 HyperNetRegressor epoch of ``compare_epochs``."""
+    model = HyperNetRegressor(max_iter=1, batch_size=batch_size, early_stopping=False)
+    model.fit(*linear_data(n_rows, n_features))
+    flops = _engine.step_flops(model.network_, batch_size) * (n_rows // batch_size)
+    return flops / epoch_seconds / 1e9
+
+
 def measure_in_fresh_process(script):
     """Run a memory measurement; return the numbers its last line prints.
 
@@ -264,6 +300,10 @@ def measure(threads=None, repeats=3):
     figures["mnist_step_gflops"] = flops / step / 1e9
     figures["matmul_gflops"] = matmul_gflops(repeats)
     figures["mnist_step_peak_bytes"] = mnist_step_peak_bytes(256, threads)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        figures["batch_512_gflops"] = batch_512_gflops(figures["batch_512"]["HyperNetRegressor"])
+    figures["warm_up_seconds"] = warm_up_seconds(threads)
     return figures
 
 
@@ -283,7 +323,7 @@ def report(figures):
             "epoch, batch 1, 455 x 13: SGDBaseline / MLPRegressor",
             f"{one['SGDBaseline'] * 1e3:.1f} ms / {mlp1 * 1e3:.1f} ms",
             one["SGDBaseline"] / mlp1,
-            "<= 0.7",
+            "<= 0.5",
         ),
         (
             "epoch, batch 512, 8192 x 8: HyperNetRegressor / SGDBaseline",
@@ -298,11 +338,23 @@ def report(figures):
             "",
         ),
         (
+            "epoch, batch 512, 8192 x 8: HyperNetRegressor GFLOP/s / matmul GFLOP/s",
+            f"{figures['batch_512_gflops']:.0f} / {figures['matmul_gflops']:.0f}",
+            figures["batch_512_gflops"] / figures["matmul_gflops"],
+            ">= 0.70",
+        ),
+        (
             "MNIST 2x400 step, batch 256: GFLOP/s / matmul GFLOP/s",
             f"{figures['mnist_step_gflops']:.0f} / {figures['matmul_gflops']:.0f} "
             f"({figures['mnist_step_seconds'] * 1e3:.0f} ms per step)",
             figures["mnist_step_gflops"] / figures["matmul_gflops"],
-            ">= 0.60",
+            ">= 0.70",
+        ),
+        (
+            "first fit in a fresh process, beyond a second identical fit",
+            f"{figures['warm_up_seconds']:.2f} s",
+            None,
+            "<= 0.5 s",
         ),
         (
             "MNIST 2x400 step: peak extra memory",
