@@ -351,14 +351,14 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
         else:
             validation_score = None
 
-        data = _engine.TrainingData(
+        data = _engine.TrainingData.single(
             X=_to_tensor(X, torch.float32, device),
             targets=self._targets_tensor(targets, device),
             weights=_to_tensor(normalised_weights(sample_weight), torch.float32, device),
             loss=self._loss(),
         )
         optimizer = _engine.FlatOptimizer(
-            self.network_,
+            [self.network_],
             self.learning_rate_init,
             self._optimizer_state,
             beta_1=self.beta_1,
@@ -369,18 +369,18 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
         batch_size = resolve_batch_size(self.batch_size, data.n_samples)
         budget = resolve_max_iter(self.max_iter, data.n_samples, batch_size)
         max_epochs = 1 if incremental else budget
-        stopped = _engine.train(
-            self.network_,
+        (stopped,) = _engine.train(
+            [self.network_],
             optimizer,
             data,
-            self._history,
+            [self._history],
             max_epochs=max_epochs,
             batch_size=batch_size,
             shuffle=self.shuffle,
             tol=self.tol,
             n_iter_no_change=resolve_n_iter_no_change(self.n_iter_no_change, budget),
-            generator=self._generator,
-            validation_score=validation_score,
+            generators=[self._generator],
+            validation_scores=[validation_score],
             verbose=self.verbose,
             kl_weight=self._kl_weight(),
         )

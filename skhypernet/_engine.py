@@ -65,11 +65,12 @@ class Loss:
     def gradient(self, outputs, targets, row_weights):
         """Loss of one batch and its gradient.
 
-        Returns the weighted loss summed over rows, per output (per target
-        for the Gaussian likelihood, one entry for cross-entropy; the batch's
-        loss is their mean over outputs divided by the rows), and the gradient
-        of that batch loss with respect to ``outputs``.  ``row_weights`` has
-        shape ``(n, 1)``.
+        ``outputs`` has shape ``(..., n, n_outputs)`` (leading dimensions:
+        replicas), ``row_weights`` ``(..., n, 1)``.  Returns the weighted loss
+        summed over the n rows, per output (per target for the Gaussian
+        likelihood, one entry for cross-entropy; the batch's loss is their
+        mean over outputs divided by the rows), and the gradient of that
+        batch loss with respect to ``outputs``.
         """
         raise NotImplementedError
 
@@ -85,8 +86,8 @@ class SquaredError(Loss):
     def gradient(self, outputs, targets, row_weights):
         diff = outputs - targets
         weighted_diff = diff * row_weights
-        loss_sums = (weighted_diff * diff).sum(0)
-        return loss_sums, weighted_diff.mul_(2.0 / diff.numel())
+        loss_sums = (weighted_diff * diff).sum(-2)
+        return loss_sums, weighted_diff.mul_(2.0 / (diff.shape[-2] * diff.shape[-1]))
 
     def kl_scale(self, last_output_losses):
         # The squared error of standardised targets is 2 sigma^2 times the
@@ -101,12 +102,12 @@ class CrossEntropy(Loss):
     name = "cross_entropy"
 
     def gradient(self, outputs, targets, row_weights):
-        log_proba = torch.log_softmax(outputs, 1)
-        column = targets.unsqueeze(1)
-        loss_sums = -(log_proba.gather(1, column) * row_weights).sum(0)
+        log_proba = torch.log_softmax(outputs, -1)
+        column = targets.unsqueeze(-1)
+        loss_sums = -(log_proba.gather(-1, column) * row_weights).sum(-2)
         delta = torch.exp(log_proba)
-        delta.scatter_add_(1, column, -torch.ones_like(row_weights))
-        return loss_sums, delta.mul_(row_weights / outputs.shape[0])
+        delta.scatter_add_(-1, column, -torch.ones_like(row_weights))
+        return loss_sums, delta.mul_(row_weights / outputs.shape[-2])
 
     @staticmethod
     def transform(outputs):
@@ -138,13 +139,13 @@ class GaussianNLL(Loss):
         diff = means - targets
         precision = torch.exp(-clipped)
         scaled = diff.square().mul_(precision)
-        weight_scale = row_weights / diff.numel()
-        loss_sums = 0.5 * ((clipped + scaled) * row_weights).sum(0)
+        weight_scale = row_weights / (diff.shape[-2] * diff.shape[-1])
+        loss_sums = 0.5 * ((clipped + scaled) * row_weights).sum(-2)
         grad_log_variance = (1.0 - scaled).mul_(0.5 * weight_scale)
         # Clipping passes no gradient outside the bound.
-        grad_log_variance.mul_(clipped == outputs[:, means.shape[1] :])
+        grad_log_variance.mul_(clipped == outputs[..., means.shape[-1] :])
         grad_means = diff.mul_(precision).mul_(weight_scale)
-        return loss_sums, torch.cat([grad_means, grad_log_variance], 1)
+        return loss_sums, torch.cat([grad_means, grad_log_variance], -1)
 
 
 SQUARED_ERROR, CROSS_ENTROPY, GAUSSIAN_NLL = SquaredError(), CrossEntropy(), GaussianNLL()
@@ -177,25 +178,29 @@ class Parameters(NamedTuple):
             *self.heads,
         ]
 
-    def views_of(self, buffer):
-        """The same structure made of consecutive views of ``buffer``, in the
-        order of :meth:`tensors`."""
+    def blocks_of(self, buffer, n_replicas):
+        """The same structure made of consecutive blocks of ``buffer``, in the
+        order of :meth:`tensors`, each holding the tensor of every replica:
+        ``(R, *shape)``, with scalars as ``(R, 1, 1)`` and vectors as
+        ``(R, 1, length)`` so that they broadcast over rows."""
         offset = 0
 
-        def view(tensor):
+        def block(tensor):
             nonlocal offset
             if tensor is None:
                 return None
-            part = buffer[offset : offset + tensor.numel()].view_as(tensor)
-            offset += tensor.numel()
+            shape = {0: (1, 1), 1: (1, tensor.numel())}.get(tensor.dim(), tensor.shape)
+            size = n_replicas * tensor.numel()
+            part = buffer[offset : offset + size].view(n_replicas, *shape)
+            offset += size
             return part
 
         return Parameters(
-            view(self.input_noise),
-            view(self.noise_scale),
-            [view(t) for t in self.hidden_weights],
-            [view(t) for t in self.hidden_biases],
-            [view(t) for t in self.heads],
+            block(self.input_noise),
+            block(self.noise_scale),
+            [block(t) for t in self.hidden_weights],
+            [block(t) for t in self.hidden_biases],
+            [block(t) for t in self.heads],
         )
 
 
@@ -240,11 +245,12 @@ def fused_adam_available(device_type):
 
 
 class Batch(NamedTuple):
-    """The rows of one training step and their noise draws (None: not used)."""
+    """The rows of one training step of every replica, ``(R, n, ...)``, and
+    their noise draws (None: not used)."""
 
     x: torch.Tensor
     targets: torch.Tensor
-    weights: torch.Tensor  # (n, 1)
+    weights: torch.Tensor  # (R, n, 1)
     input_noise: torch.Tensor | None
     weight_noise: torch.Tensor | None
     masks: list[torch.Tensor] | None  # inverted dropout, per hypernetwork layer
@@ -261,11 +267,11 @@ def with_ones(hidden):
 
 
 class Layer(NamedTuple):
-    """Views of one main-network layer's head and its gradient, made once."""
+    """Views of one main-network layer's heads and their gradients, made once."""
 
-    head: torch.Tensor  # (C, I + 1, O)
+    head: torch.Tensor  # (R, C, I + 1, O)
     grad_head: torch.Tensor
-    matrix: torch.Tensor  # the head as (C * (I + 1), O)
+    matrix: torch.Tensor  # the heads as (R, C * (I + 1), O)
     matrix_t: torch.Tensor
     grad_matrix: torch.Tensor
     fan_in_with_bias: int
@@ -273,33 +279,40 @@ class Layer(NamedTuple):
 
     @classmethod
     def all(cls, values, grads):
-        return [
-            cls(
-                head,
-                grad_head,
-                head.view(-1, head.shape[2]),
-                head.view(-1, head.shape[2]).t(),
-                grad_head.view(-1, head.shape[2]),
-                head.shape[1],
-                head.shape[2],
+        layers = []
+        for head, grad_head in zip(values.heads, grads.heads):
+            n_replicas, _, fan_in_with_bias, fan_out = head.shape
+            matrix = head.view(n_replicas, -1, fan_out)
+            grad_matrix = grad_head.view(n_replicas, -1, fan_out)
+            layers.append(
+                cls(
+                    head,
+                    grad_head,
+                    matrix,
+                    matrix.transpose(1, 2),
+                    grad_matrix,
+                    fan_in_with_bias,
+                    fan_out,
+                )
             )
-            for head, grad_head in zip(values.heads, grads.heads)
-        ]
+        return layers
 
 
 def batch_gradients(values, grads, loss, batch, layers=None):
-    """Gradient of the mean weighted loss of one batch, by hand.
+    """Gradient of the mean weighted loss of one batch of every replica, by hand.
 
-    ``values`` and ``grads`` are :class:`Parameters` (views of the flat
-    buffers); the gradients are written into ``grads``.  ``layers`` are
-    ``Layer.all(values, grads)``, made once for many steps.  Returns the
-    weighted loss summed over rows, per output (see :meth:`Loss.gradient`).
-    The forward pass is that of ``tests/reference.py``.
+    ``values`` and ``grads`` are :class:`Parameters` of ``(R, ...)`` blocks
+    of the flat buffers; the gradients are written into ``grads``.
+    ``layers`` are ``Layer.all(values, grads)``, made once for many steps.
+    Returns the weighted loss summed over rows, per replica and output
+    (see :meth:`Loss.gradient`).  The forward pass is that of
+    ``tests/reference.py``; every product is batched over the replicas.
     """
     if layers is None:
         layers = Layer.all(values, grads)
     x = batch.x
-    n = x.shape[0]
+    n_replicas, n = x.shape[0], x.shape[1]
+    flat_rows = n_replicas * n
     hyper = values.noise_scale is not None
     input_noise = values.input_noise
 
@@ -311,8 +324,9 @@ def batch_gradients(values, grads, loss, batch, layers=None):
         codes = hypernet_forward(
             values, batch.weight_noise, batch.masks, hidden_inputs, hidden_pre
         )
-        code_size = codes.shape[1]
-        codes_column, codes_row = codes.unsqueeze(2), codes.unsqueeze(1)
+        code_size = codes.shape[2]
+        codes_column = codes.view(flat_rows, code_size, 1)
+        codes_row = codes.view(flat_rows, 1, code_size)
     # A layer's output sum_{c,i} codes[c] inputs[i] head[c, i, o] is contracted
     # as (codes outer inputs) @ head, with an (n, C * (I + 1)) intermediate,
     # or, for layers that narrow enough to pay for reordering the head twice,
@@ -322,17 +336,19 @@ def batch_gradients(values, grads, loss, batch, layers=None):
     out = x
     for index, layer in enumerate(layers):
         inputs = with_ones(out)
+        fan_in_with_bias, fan_out = layer.fan_in_with_bias, layer.fan_out
         if not hyper:
-            out = torch.mm(inputs, layer.head[0])
+            out = torch.bmm(inputs, layer.matrix)
             intermediate = reordered = None
-        elif contracts_inputs_first(n, layer.fan_in_with_bias, layer.fan_out):
-            reordered = layer.head.transpose(0, 1).reshape(layer.fan_in_with_bias, -1)
-            intermediate = torch.mm(inputs, reordered).view(n, code_size, layer.fan_out)
-            out = torch.bmm(codes_row, intermediate).squeeze(1)
+        elif contracts_inputs_first(n, fan_in_with_bias, fan_out):
+            reordered = layer.head.transpose(1, 2).reshape(n_replicas, fan_in_with_bias, -1)
+            intermediate = torch.bmm(inputs, reordered).view(flat_rows, code_size, fan_out)
+            out = torch.bmm(codes_row, intermediate).view(n_replicas, n, fan_out)
         else:
             reordered = None
-            intermediate = torch.bmm(codes_column, inputs.unsqueeze(1)).view(n, -1)
-            out = torch.mm(intermediate, layer.matrix)
+            intermediate = torch.bmm(codes_column, inputs.view(flat_rows, 1, fan_in_with_bias))
+            intermediate = intermediate.view(n_replicas, n, -1)
+            out = torch.bmm(intermediate, layer.matrix)
         if index < last:
             out = torch.relu(out)
         saved.append((inputs, intermediate, reordered, out))
@@ -344,44 +360,58 @@ def batch_gradients(values, grads, loss, batch, layers=None):
     grad_codes = None
     for index in range(last, -1, -1):
         layer = layers[index]
+        fan_in_with_bias, fan_out = layer.fan_in_with_bias, layer.fan_out
         inputs, intermediate, reordered, _ = saved[index]
         if not hyper:
-            torch.mm(inputs.t(), delta, out=layer.grad_head[0])
+            torch.bmm(inputs.transpose(1, 2), delta, out=layer.grad_matrix)
             if index == 0 and not needs_input_gradient:
                 break
-            grad_inputs = torch.mm(delta, layer.head[0].t())
+            grad_inputs = torch.bmm(delta, layer.matrix_t)
         else:
             if reordered is not None:
-                grad_per_code = (codes_column * delta.unsqueeze(1)).view(n, -1)
-                grad_reordered = torch.mm(inputs.t(), grad_per_code)
+                grad_per_code = codes_column * delta.view(flat_rows, 1, fan_out)
+                grad_per_code = grad_per_code.view(n_replicas, n, -1)
+                grad_reordered = torch.bmm(inputs.transpose(1, 2), grad_per_code)
                 layer.grad_head.copy_(
-                    grad_reordered.view(-1, code_size, layer.fan_out).transpose(0, 1)
+                    grad_reordered.view(
+                        n_replicas, fan_in_with_bias, code_size, fan_out
+                    ).transpose(1, 2)
                 )
-                layer_grad_codes = torch.bmm(intermediate, delta.unsqueeze(2)).squeeze(2)
-                grad_inputs = torch.mm(grad_per_code, reordered.t())
+                layer_grad_codes = torch.bmm(intermediate, delta.view(flat_rows, fan_out, 1))
+                grad_inputs = torch.bmm(grad_per_code, reordered.transpose(1, 2))
             else:
-                torch.mm(intermediate.t(), delta, out=layer.grad_matrix)
-                grad_outer = torch.mm(delta, layer.matrix_t).view(n, code_size, -1)
-                layer_grad_codes = torch.bmm(grad_outer, inputs.unsqueeze(2)).squeeze(2)
-                grad_inputs = torch.bmm(codes_row, grad_outer).squeeze(1)
+                torch.bmm(intermediate.transpose(1, 2), delta, out=layer.grad_matrix)
+                grad_outer = torch.bmm(delta, layer.matrix_t)
+                grad_outer = grad_outer.view(flat_rows, code_size, fan_in_with_bias)
+                layer_grad_codes = torch.bmm(
+                    grad_outer, inputs.view(flat_rows, fan_in_with_bias, 1)
+                )
+                grad_inputs = torch.bmm(codes_row, grad_outer).view(n_replicas, n, -1)
             grad_codes = (
                 layer_grad_codes if grad_codes is None else grad_codes.add_(layer_grad_codes)
             )
-        grad_x = grad_inputs[:, :-1]
+        grad_x = grad_inputs[..., :-1]
         if index > 0:
             delta = torch.ops.aten.threshold_backward(grad_x, saved[index - 1][3], 0.0)
     if input_noise is not None:
-        grad_scale = (grad_x * batch.input_noise).sum() * torch.sigmoid(input_noise)
-        grads.input_noise.copy_(grad_scale)
+        grad_scale = (grad_x * batch.input_noise).sum((1, 2), keepdim=True)
+        grads.input_noise.copy_(grad_scale.mul_(torch.sigmoid(input_noise)))
     if hyper:
         hypernet_backward(
-            values, grads, grad_codes, batch.weight_noise, hidden_inputs, hidden_pre, batch.masks
+            values,
+            grads,
+            grad_codes.view(n_replicas, n, code_size),
+            batch.weight_noise,
+            hidden_inputs,
+            hidden_pre,
+            batch.masks,
         )
     return loss_sums
 
 
 def hypernet_forward(values, weight_noise, masks, hidden_inputs, hidden_pre):
-    """Codes ``[z, 1]`` of ``HyperNetwork.codes``; ``masks`` None for no dropout.
+    """Codes ``[z, 1]`` of ``HyperNetwork.codes``, ``(R, n, C)``; ``masks``
+    None for no dropout.
 
     Appends each layer's input and pre-activation to ``hidden_inputs`` and
     ``hidden_pre`` for :func:`hypernet_backward`.
@@ -389,7 +419,7 @@ def hypernet_forward(values, weight_noise, masks, hidden_inputs, hidden_pre):
     hidden = weight_noise * F.softplus(values.noise_scale)
     for k, (weight, bias) in enumerate(zip(values.hidden_weights, values.hidden_biases)):
         hidden_inputs.append(hidden)
-        pre = torch.addmm(bias, hidden, weight)
+        pre = torch.baddbmm(bias, hidden, weight)
         hidden_pre.append(pre)
         hidden = torch.relu(pre)
         if masks is not None:
@@ -402,89 +432,97 @@ def hypernet_backward(
 ):
     """Back-propagate ``grad_codes`` through the hypernetwork's hidden layers.
 
-    Without ``accumulate`` the gradients overwrite ``grads``; otherwise
-    ``accumulate`` times them is added (the regulariser's share).
+    Without ``accumulate`` the gradients overwrite ``grads``; otherwise they
+    are added, multiplied by ``accumulate`` (a weight per replica,
+    ``(R, 1, 1)``: the regulariser's share).
     """
-    grad_hidden = grad_codes[:, :-1]
+    grad_hidden = grad_codes[..., :-1]
     for k in range(len(hidden_pre) - 1, -1, -1):
         if masks is not None:
             grad_hidden = grad_hidden * masks[k]
         grad_pre = torch.ops.aten.threshold_backward(grad_hidden, hidden_pre[k], 0.0)
         if accumulate is None:
-            torch.mm(hidden_inputs[k].t(), grad_pre, out=grads.hidden_weights[k])
-            torch.sum(grad_pre, 0, out=grads.hidden_biases[k])
+            torch.bmm(hidden_inputs[k].transpose(1, 2), grad_pre, out=grads.hidden_weights[k])
+            torch.sum(grad_pre, 1, keepdim=True, out=grads.hidden_biases[k])
         else:
-            grads.hidden_weights[k].addmm_(hidden_inputs[k].t(), grad_pre, alpha=accumulate)
-            grads.hidden_biases[k].add_(grad_pre.sum(0), alpha=accumulate)
-        grad_hidden = torch.mm(grad_pre, values.hidden_weights[k].t())
-    grad_scale = torch.sigmoid(values.noise_scale).mul_(
-        torch.dot(grad_hidden.flatten(), weight_noise.flatten())
-    )
+            scaled = grad_pre * accumulate
+            grads.hidden_weights[k].baddbmm_(hidden_inputs[k].transpose(1, 2), scaled)
+            grads.hidden_biases[k].add_(scaled.sum(1, keepdim=True))
+        grad_hidden = torch.bmm(grad_pre, values.hidden_weights[k].transpose(1, 2))
+    grad_scale = (grad_hidden * weight_noise).sum((1, 2), keepdim=True)
+    grad_scale.mul_(torch.sigmoid(values.noise_scale))
     if accumulate is None:
         grads.noise_scale.copy_(grad_scale)
     else:
-        grads.noise_scale.add_(grad_scale, alpha=accumulate)
+        grads.noise_scale.add_(grad_scale.mul_(accumulate))
 
 
-def kl_gradients(values, grads, weight_noise, coefficient, fixed_outputs):
-    """Add ``coefficient`` times the gradient of the weight KL estimate to ``grads``.
+def kl_gradients(values, grads, weight_noise, coefficients, fixed_outputs):
+    """Add ``coefficients`` times the gradient of the weight KL estimate to ``grads``.
 
-    The generated weights of the K rows of ``weight_noise`` (dropout off)
-    give every main-network parameter p a sample mean m and variance v; the
-    estimate is ``sum_p KL(N(m, v) || N(0, 1 / fan_in))``: the Gaussian prior
-    minus the entropy of the Gaussian marginals.  Because every parameter is
-    linear in the code, ``w = code @ head``, m and v come from the mean code
-    and the centred codes, so per-sample weights are never needed for the
-    gradient of the codes.  The last ``fixed_outputs`` outputs of the last
-    layer do not vary with the noise (``HyperNetwork.shared_outputs``): they
-    are point estimates, outside the distribution.  Returns the estimate.
+    The generated weights of the K draws of ``weight_noise`` (``(R, K,
+    noise_dim)``, dropout off) give every main-network parameter p a sample
+    mean m and variance v; the estimate is ``sum_p KL(N(m, v) || N(0, 1 /
+    fan_in))``: the Gaussian prior minus the entropy of the Gaussian
+    marginals.  Because every parameter is linear in the code, ``w = code @
+    head``, m and v come from the mean code and the centred codes, so
+    per-sample weights are never needed for the gradient of the codes.  The
+    last ``fixed_outputs`` outputs of the last layer do not vary with the
+    noise (``HyperNetwork.shared_outputs``): they are point estimates,
+    outside the distribution.  ``coefficients`` has shape ``(R, 1, 1)``.
+    Returns the estimate per replica, ``(R,)``.
     """
     hidden_inputs, hidden_pre = [], []
     codes = hypernet_forward(values, weight_noise, None, hidden_inputs, hidden_pre)
-    n_draws = codes.shape[0]
-    mean_code = codes.mean(0)
+    n_replicas, n_draws, code_size = codes.shape
+    mean_code = codes.mean(1, keepdim=True)
     centred = codes - mean_code
     grad_codes = torch.zeros_like(codes)
-    total = torch.zeros((), dtype=codes.dtype, device=codes.device)
+    total = codes.new_zeros(n_replicas)
     heads = values.heads
     for index, (head, grad_head) in enumerate(zip(heads, grads.heads)):
-        fan_in = float(head.shape[1] - 1)
+        fan_in = float(head.shape[2] - 1)
         if index == len(heads) - 1 and fixed_outputs > 0:
-            head = head[:, :, : head.shape[2] - fixed_outputs]
-            grad_head = grad_head[:, :, : grad_head.shape[2] - fixed_outputs]
-        flat_head = head.reshape(head.shape[0], -1)
-        mean = torch.mv(flat_head.t(), mean_code)
-        deviations = torch.mm(centred, flat_head)
+            head = head[..., : head.shape[3] - fixed_outputs]
+            grad_head = grad_head[..., : grad_head.shape[3] - fixed_outputs]
+        flat_head = head.reshape(n_replicas, code_size, -1)
+        mean = torch.bmm(mean_code, flat_head)
+        deviations = torch.bmm(centred, flat_head)
         # The floor keeps the logarithm finite for weights that do not vary.
-        variance = deviations.square().sum(0) / (n_draws - 1) + 1e-12
+        variance = deviations.square().sum(1, keepdim=True) / (n_draws - 1) + 1e-12
         prior_ratio = fan_in * variance
-        total += 0.5 * (prior_ratio + fan_in * mean.square() - 1.0 - torch.log(prior_ratio)).sum()
+        terms = prior_ratio + fan_in * mean.square() - 1.0 - torch.log(prior_ratio)
+        total += 0.5 * terms.sum((1, 2))
         grad_mean = fan_in * mean
         grad_deviations = deviations * ((fan_in - 1.0 / variance) / (n_draws - 1))
-        grad_flat_head = torch.outer(mean_code, grad_mean)
-        grad_flat_head.addmm_(centred.t(), grad_deviations)
-        grad_head.add_(grad_flat_head.view(grad_head.shape), alpha=coefficient)
+        grad_flat_head = torch.bmm(mean_code.transpose(1, 2), grad_mean)
+        grad_flat_head.baddbmm_(centred.transpose(1, 2), grad_deviations)
+        grad_head.add_(grad_flat_head.mul_(coefficients).view(grad_head.shape))
         # The centred codes' gradient has zero column means already (so does
         # ``deviations``): no correction for the centring is needed.
-        grad_codes += torch.mm(grad_deviations, flat_head.t())
-        grad_codes += torch.mv(flat_head, grad_mean).unsqueeze(0) / n_draws
+        flat_head_t = flat_head.transpose(1, 2)
+        grad_codes.baddbmm_(grad_deviations, flat_head_t)
+        grad_codes += torch.bmm(grad_mean, flat_head_t) / n_draws
     hypernet_backward(
-        values, grads, grad_codes, weight_noise, hidden_inputs, hidden_pre, None, coefficient
+        values, grads, grad_codes, weight_noise, hidden_inputs, hidden_pre, None, coefficients
     )
     return total
 
 
 class FlatOptimizer:
-    """Adam over one flat buffer holding all of a model's parameters.
+    """Adam over one flat buffer holding all parameters of R models of one shape.
 
-    On creation the model's parameters are copied into the buffer and made
-    views of it, so the model and the optimiser share memory.  :attr:`values`
-    and :attr:`grads` are :class:`Parameters` of views of the parameter and
-    gradient buffers.  Adding an optimiser option touches this class alone.
+    On creation the models' parameters are copied into the buffer and made
+    views of it, so the models and the optimiser share memory.  Every
+    parameter is one block holding the R models' tensors side by side;
+    :attr:`values` and :attr:`grads` are :class:`Parameters` of those
+    ``(R, ...)`` blocks of the parameter and gradient buffers.  Adding an
+    optimiser option touches this class alone.
 
     Parameters
     ----------
-    model : StochasticMLP
+    models : list of StochasticMLP
+        Models of one architecture (the replicas trained in lockstep).
     learning_rate : float
     state : dict, optional
         A :meth:`state_dict` to resume from.
@@ -497,7 +535,7 @@ class FlatOptimizer:
 
     def __init__(
         self,
-        model,
+        models,
         learning_rate,
         state=None,
         *,
@@ -508,44 +546,54 @@ class FlatOptimizer:
     ):
         self.learning_rate = learning_rate
         self.adam_settings = [float(learning_rate), float(beta_1), float(beta_2), float(epsilon)]
-        parameters = Parameters.of(model)
-        tensors = parameters.tensors()
-        device, dtype = tensors[0].device, tensors[0].dtype
-        size = sum(p.numel() for p in tensors)
-        self.flat = torch.empty(size, device=device, dtype=dtype)
-        self.flat_grad = torch.zeros(size, device=device, dtype=dtype)
-        self.values = parameters.views_of(self.flat)
-        self.grads = parameters.views_of(self.flat_grad)
-        frozen = model.weight_generator.frozen_masks()
-        penalised = model.weight_generator.penalised_masks() if alpha > 0 else {}
-        #: 0 where a gradient is dropped before each update; None when none is.
-        self.trainable = torch.ones_like(self.flat) if frozen else None
-        #: ``alpha`` where the L2 penalty applies, else 0; None without a penalty.
-        self.penalty = torch.zeros_like(self.flat) if penalised else None
-        for parameter, view, trainable, penalty in zip(
-            tensors,
-            self.values.tensors(),
-            parameters.views_of(self.trainable).tensors() if frozen else tensors,
-            parameters.views_of(self.penalty).tensors() if penalised else tensors,
+        self.n_replicas = len(models)
+        structure = Parameters.of(models[0])
+        per_model = [Parameters.of(model).tensors() for model in models]
+        if any(
+            [t.shape for t in tensors] != [t.shape for t in per_model[0]] for tensors in per_model
         ):
-            view.copy_(parameter.detach())
-            parameter.data = view
-            if parameter in frozen:
-                trainable.copy_(frozen[parameter])
-            if parameter in penalised:
-                penalty.copy_(alpha * penalised[parameter])
-        self.fused = fused_adam_available(device.type)
+            raise ValueError("Models trained in lockstep must have one architecture.")
+        first = per_model[0][0]
+        size = self.n_replicas * sum(t.numel() for t in per_model[0])
+        self.flat = torch.empty(size, device=first.device, dtype=first.dtype)
+        self.flat_grad = torch.zeros_like(self.flat)
+        #: The first model's tensors: the layout of every buffer like :attr:`flat`.
+        self.structure = structure
+        self.values = structure.blocks_of(self.flat, self.n_replicas)
+        self.grads = structure.blocks_of(self.flat_grad, self.n_replicas)
+        for replica, tensors in enumerate(per_model):
+            for parameter, block in zip(tensors, self.values.tensors()):
+                view = block[replica].view(parameter.shape)
+                view.copy_(parameter.detach())
+                parameter.data = view
+        generator = models[0].weight_generator
+        frozen = generator.frozen_masks()
+        penalised = generator.penalised_masks() if alpha > 0 else {}
+        #: 0 where a gradient is dropped before each update; None when none is.
+        self.trainable = self._masks(frozen, 1.0) if frozen else None
+        #: ``alpha`` where the L2 penalty applies, else 0; None without a penalty.
+        self.penalty = self._masks(penalised, 0.0, alpha) if penalised else None
+        self.fused = fused_adam_available(first.device.type)
         if state is None:
             self.exp_avg = torch.zeros_like(self.flat)
             self.exp_avg_sq = torch.zeros_like(self.flat)
-            self.step_count = torch.zeros((), device=device, dtype=dtype)
+            self.step_count = torch.zeros((), device=first.device, dtype=first.dtype)
         else:
-            self.exp_avg = state["exp_avg"].to(device)
-            self.exp_avg_sq = state["exp_avg_sq"].to(device)
-            self.step_count = state["step"].to(device)
+            self.exp_avg = state["exp_avg"].to(first.device)
+            self.exp_avg_sq = state["exp_avg_sq"].to(first.device)
+            self.step_count = state["step"].to(first.device)
+
+    def _masks(self, masks, default, scale=1.0):
+        """A buffer like :attr:`flat`: ``scale * masks[parameter]`` on the
+        blocks of the parameters in ``masks`` (of the first model), else ``default``."""
+        buffer = torch.full_like(self.flat, default)
+        for parameter, block in zip(self.structure.tensors(), self.blocks(buffer)):
+            if parameter in masks:
+                block.copy_(scale * masks[parameter].reshape(block.shape[1:]))
+        return buffer
 
     def step(self, n_rows):
-        """Update the parameters from the gradients of a batch of ``n_rows`` rows."""
+        """Update the parameters from the gradients of batches of ``n_rows`` rows."""
         if self.penalty is not None:
             # The L2 penalty of scikit-learn's MLP: alpha / 2 * ||w||^2 per batch rows.
             self.flat_grad.addcmul_(self.penalty, self.flat, value=1.0 / n_rows)
@@ -565,13 +613,29 @@ class FlatOptimizer:
         """A copy of the parameters, for :meth:`restore`."""
         return self.flat.clone()
 
-    def restore(self, snapshot, reset_moments):
-        """Put back the parameters of ``snapshot``; optionally restart Adam."""
-        self.flat.copy_(snapshot)
+    def restore(self, snapshot, reset_moments, replica=None):
+        """Put back the parameters of ``snapshot``; optionally restart Adam.
+
+        With ``replica``, only that replica's parameters (and moments).  The
+        step count is shared: it restarts only when every replica does.
+        """
+        if replica is None:
+            self.flat.copy_(snapshot)
+            if reset_moments:
+                self.exp_avg.zero_()
+                self.exp_avg_sq.zero_()
+                self.step_count.zero_()
+            return
+        for target, source in zip(self.values.tensors(), self.blocks(snapshot)):
+            target[replica].copy_(source[replica])
         if reset_moments:
-            self.exp_avg.zero_()
-            self.exp_avg_sq.zero_()
-            self.step_count.zero_()
+            for buffer in (self.exp_avg, self.exp_avg_sq):
+                for block in self.blocks(buffer):
+                    block[replica].zero_()
+
+    def blocks(self, buffer):
+        """The ``(R, ...)`` blocks of a buffer laid out like :attr:`flat`."""
+        return self.structure.blocks_of(buffer, self.n_replicas).tensors()
 
     def state_dict(self):
         """Adam's moments and step count."""
@@ -718,94 +782,130 @@ class TrainingHistory:
 
 @dataclass
 class TrainingData:
-    """Tensors of one training set, already on the training device."""
+    """Tensors of the training sets of R replicas (one each, of equal size),
+    already on the training device: ``(R, n_rows, ...)``."""
 
     X: torch.Tensor
     targets: torch.Tensor
-    weights: torch.Tensor  # normalised to mean 1 over the whole set
+    weights: torch.Tensor  # normalised to mean 1 over each replica's rows
     loss: Loss
 
     @property
     def n_samples(self):
-        return self.X.shape[0]
+        """Rows per replica."""
+        return self.X.shape[1]
+
+    @classmethod
+    def single(cls, X, targets, weights, loss):
+        """The training set of one model."""
+        return cls(X[None], targets[None], weights[None], loss)
 
 
 def run_epoch(
-    model, optimizer, data, batch_size, shuffle, generator, kl_weight=0.0, interrupted=()
+    models, optimizer, data, batch_size, shuffle, generators, kl_weights=None, interrupted=()
 ):
-    """One pass over ``data`` in mini-batches.
+    """One pass over every replica's rows in mini-batches, the replicas in lockstep.
 
-    ``kl_weight`` multiplies the weight KL estimate divided by the number of
-    rows, so that over an epoch the steps add up to the KL term of a
-    variational objective.  A non-empty ``interrupted`` (see
-    :func:`interrupts_collected`) raises KeyboardInterrupt after the chunk of
-    batches in progress.
+    Replica r draws its batch order and noise from ``generators[r]`` in the
+    order a single model would, so it follows the same path as a model
+    trained alone.  ``kl_weights[r]`` (default 0) multiplies replica r's
+    weight KL estimate divided by the number of rows, so that over an epoch
+    the steps add up to the KL term of a variational objective.  A non-empty
+    ``interrupted`` (see :func:`interrupts_collected`) raises
+    KeyboardInterrupt after the chunk of batches in progress.
 
     Returns
     -------
-    output_losses : torch.Tensor
-        Mean weighted loss per output (the data term).
-    kl : float
-        Mean of the steps' KL estimates (0 without ``kl_weight``).
+    output_losses : torch.Tensor of shape (R, n_outputs)
+        Mean weighted loss per replica and output (the data term).
+    kl : list of float
+        Mean of each replica's step KL estimates (0 without ``kl_weights``).
     n_steps : int
     """
-    n_samples = data.n_samples
+    n_replicas, n_samples = data.X.shape[0], data.n_samples
     device = data.X.device
-    if shuffle:
-        order = torch.randperm(n_samples, generator=generator, device=device)
-    else:
-        order = torch.arange(n_samples, device=device)
-    weight_generator = model.weight_generator
-    kl_coefficient = kl_weight / n_samples if weight_generator.noise_dim else 0.0
+    weight_generator = models[0].weight_generator
+    orders = torch.stack(
+        [
+            torch.randperm(n_samples, generator=generator, device=device)
+            if shuffle
+            else torch.arange(n_samples, device=device)
+            for generator in generators
+        ]
+    )
+    with_kl = weight_generator.noise_dim > 0 and any(kl_weights or ())
+    if with_kl:
+        kl_coefficients = torch.tensor(kl_weights, dtype=data.X.dtype, device=device)
+        kl_coefficients = kl_coefficients.view(-1, 1, 1) / n_samples
+    replicas = torch.arange(n_replicas, device=device).unsqueeze(1)
     # Noise is drawn for whole chunks of batches at once: fewer, larger draws.
     chunk = max(batch_size, NOISE_CHUNK_ROWS // batch_size * batch_size)
-    total = None
-    kl_total = 0.0
+    chunk_sums, kl_sums = [], []
     layers = Layer.all(optimizer.values, optimizer.grads)
+    values, grads, loss = optimizer.values, optimizer.grads, data.loss
+    shared_outputs = weight_generator.shared_outputs
     for start in range(0, n_samples, chunk):
-        rows = order[start : start + chunk]
-        noise = model.draw_noise(rows.shape[0], data.X.shape[1], generator)
-        masks = weight_generator.dropout_masks(noise.dropout_uniform)
-
-        # Every tensor is cut into the steps' batches at once: views, no copies.
-        def batches(tensor):
-            return None if tensor is None or not tensor.numel() else tensor.split(batch_size)
-
-        columns = [
-            batches(data.X[rows]),
-            batches(data.targets[rows]),
-            batches(data.weights[rows].unsqueeze(1)),
-            batches(noise.input_noise),
-            batches(noise.weight_noise),
+        rows = orders[:, start : start + chunk]
+        draws = [
+            model.draw_noise(rows.shape[1], data.X.shape[2], generator)
+            for model, generator in zip(models, generators)
         ]
-        n_steps = len(columns[0])
-        columns = [column or [None] * n_steps for column in columns]
-        layer_masks = zip(*(batches(mask) for mask in masks)) if masks else [None] * n_steps
-        if kl_coefficient > 0:
-            kl_noise = torch.randn(
-                (n_steps, KL_SAMPLES, weight_generator.noise_dim),
-                generator=generator,
-                device=device,
+        noise = [torch.stack(kind) if kind[0].numel() else None for kind in zip(*draws)]
+        n_steps = -(-rows.shape[1] // batch_size)
+        if with_kl:
+            kl_noise = torch.stack(
+                [
+                    torch.randn(
+                        (n_steps, KL_SAMPLES, weight_generator.noise_dim),
+                        generator=generator,
+                        device=device,
+                    )
+                    for generator in generators
+                ],
+                dim=1,
             )
+
+        masks = None if noise[2] is None else weight_generator.dropout_masks(noise[2])
+        # Every tensor is cut into the steps' batches at once: views, no copies.
+        columns = [
+            step_batches(tensor, batch_size, n_steps)
+            for tensor in (
+                data.X[replicas, rows],
+                data.targets[replicas, rows],
+                data.weights[replicas, rows].unsqueeze(-1),
+                noise[0],
+                noise[1],
+            )
+        ]
+        columns.append(
+            zip(*(step_batches(mask, batch_size, n_steps) for mask in masks))
+            if masks
+            else [None] * n_steps
+        )
         step_sums, step_kl = [], []
-        values, grads, loss = optimizer.values, optimizer.grads, data.loss
-        shared_outputs = weight_generator.shared_outputs
-        for step, (*tensors, step_masks) in enumerate(zip(*columns, layer_masks)):
-            batch = Batch(*tensors, step_masks)
+        for step, tensors in enumerate(zip(*columns)):
+            batch = Batch(*tensors)
             step_sums.append(batch_gradients(values, grads, loss, batch, layers))
-            if kl_coefficient > 0:
+            if with_kl:
                 step_kl.append(
-                    kl_gradients(values, grads, kl_noise[step], kl_coefficient, shared_outputs)
+                    kl_gradients(values, grads, kl_noise[step], kl_coefficients, shared_outputs)
                 )
-            optimizer.step(batch.x.shape[0])
-        sums = torch.stack(step_sums).sum(0)
-        total = sums if total is None else total + sums
-        if step_kl:
-            kl_total += float(torch.stack(step_kl).sum())
+            optimizer.step(batch.x.shape[1])
+        chunk_sums.append(torch.stack(step_sums).sum(0))
+        if with_kl:
+            kl_sums.append(torch.stack(step_kl).sum(0))
         if interrupted:
             raise KeyboardInterrupt
     n_steps = -(-n_samples // batch_size)
-    return total.cpu().double() / n_samples, kl_total / n_steps, n_steps
+    output_losses = torch.stack(chunk_sums).sum(0).cpu().double() / n_samples
+    kl = (torch.stack(kl_sums).sum(0) / n_steps).tolist() if with_kl else [0.0] * n_replicas
+    return output_losses, kl, n_steps
+
+
+def step_batches(tensor, batch_size, n_steps):
+    """``tensor`` (R, rows, ...) cut into the views of ``n_steps`` batches;
+    Nones for a tensor that is None."""
+    return [None] * n_steps if tensor is None else tensor.split(batch_size, dim=1)
 
 
 def kl_scale(loss, history):
@@ -819,44 +919,52 @@ def kl_scale(loss, history):
 
 
 def train(
-    model,
+    models,
     optimizer,
     data,
-    history,
+    histories,
     *,
     max_epochs,
     batch_size,
     shuffle,
     tol,
     n_iter_no_change,
-    generator,
-    validation_score=None,
+    generators,
+    validation_scores=None,
     verbose=0,
     kl_weight=0.0,
 ):
     """Run up to ``max_epochs`` epochs, stopping as scikit-learn's MLP does.
 
+    Trains R models of one architecture in lockstep (an estimator's fit is
+    R = 1): each keeps its own history, stopping rule and randomness, and
+    ends with the parameters it would have had trained alone, up to the
+    rounding of batched products.
+
     Parameters
     ----------
-    model : StochasticMLP
+    models : list of StochasticMLP
         Trained in place.
     optimizer : FlatOptimizer
+        Over ``models``.
     data : TrainingData
-    history : TrainingHistory
-        Updated in place.
+    histories : list of TrainingHistory
+        Updated in place, one per model.
     max_epochs : int
         Epochs to run at most; 1 for ``partial_fit``.
     batch_size : int
     shuffle : bool
     tol : float
     n_iter_no_change : int or inf
-        Stop when the loss (or validation score) has not improved by ``tol``
-        for more than this many consecutive epochs.
-    generator : torch.Generator
-        Source of all randomness: batch order, weight and input noise, dropout.
-    validation_score : callable, optional
-        Called after every epoch; returns a score to maximise.  When given,
-        the parameters with the best score are restored at the end.
+        A model stops when its loss (or validation score) has not improved
+        by ``tol`` for more than this many consecutive epochs.
+    generators : list of torch.Generator
+        Each model's source of all randomness: batch order, weight and input
+        noise, dropout.
+    validation_scores : list of callable or None, optional
+        Called after every epoch; each returns its model's score to
+        maximise.  A model with one gets the parameters of its best score
+        back at the end.
     verbose : int
     kl_weight : float
         Weight of the KL term of the weight distribution, relative to a
@@ -865,14 +973,19 @@ def train(
 
     Returns
     -------
-    stopped : bool
-        Whether the stopping rule ended training before ``max_epochs``.
+    stopped : list of bool
+        Whether each model's stopping rule ended its training before
+        ``max_epochs``.
     """
+    n_replicas = len(models)
+    validation_scores = validation_scores or [None] * n_replicas
     start_time = time.perf_counter()
-    stopped = False
+    stopped = [False] * n_replicas
+    # The parameters of models that stopped while others went on.
+    final_states = [None] * n_replicas
     snapshot = None
     try:
-        work = step_flops(model, batch_size)
+        work = n_replicas * step_flops(models[0], batch_size)
         with (
             flushed_denormals(),
             threads_for(work),
@@ -884,62 +997,74 @@ def train(
                     raise KeyboardInterrupt
                 # The last finished epoch's parameters, kept for divergence and Ctrl-C.
                 snapshot = optimizer.snapshot()
-                epoch_kl_weight = kl_weight * kl_scale(data.loss, history)
-                output_losses, kl, n_steps = run_epoch(
-                    model,
+                epoch_kl_weights = [kl_weight * kl_scale(data.loss, h) for h in histories]
+                output_losses, kls, n_steps = run_epoch(
+                    models,
                     optimizer,
                     data,
                     batch_size,
                     shuffle,
-                    generator,
-                    epoch_kl_weight,
+                    generators,
+                    epoch_kl_weights,
                     interrupted,
                 )
-                loss = float(output_losses.mean()) + epoch_kl_weight * kl / data.n_samples
-                if not math.isfinite(loss):
-                    optimizer.restore(snapshot, reset_moments=True)
-                    warnings.warn(
-                        f"Training diverged in epoch {history.n_iter + 1}: the loss became "
-                        f"{loss}. The parameters from before that epoch are kept and the "
-                        "optimiser's state is reset. Lower learning_rate_init, or scale X "
-                        "and y (for example with StandardScaler).",
-                        ConvergenceWarning,
-                        stacklevel=USER_STACKLEVEL,
-                    )
-                    stopped = True
-                    break
-                score = validation_score() if validation_score is not None else None
-                history.n_samples_seen += data.n_samples
-                history.n_steps += n_steps
-                history.last_output_losses = output_losses.tolist()
-                history.record(loss, score, tol, model)
+                losses, scores, messages = [], [], []
+                for replica, (model, history) in enumerate(zip(models, histories)):
+                    if stopped[replica]:
+                        continue
+                    loss = float(output_losses[replica].mean())
+                    loss += epoch_kl_weights[replica] * kls[replica] / data.n_samples
+                    if not math.isfinite(loss):
+                        optimizer.restore(
+                            snapshot,
+                            reset_moments=True,
+                            replica=replica if n_replicas > 1 else None,
+                        )
+                        warn_diverged(history.n_iter + 1, loss)
+                        stopped[replica] = True
+                        continue
+                    validation_score = validation_scores[replica]
+                    score = validation_score() if validation_score is not None else None
+                    history.n_samples_seen += data.n_samples
+                    history.n_steps += n_steps
+                    history.last_output_losses = output_losses[replica].tolist()
+                    history.record(loss, score, tol, model)
+                    if history.diffusion_noise is not None:
+                        history.weight_diffusion.append(
+                            model.weight_generator.diffusion(history.diffusion_noise)
+                        )
+                        history.diffusion_steps.append(history.n_steps)
+                    losses.append(loss)
+                    if score is not None:
+                        scores.append(score)
+                    if history.no_improvement_count > n_iter_no_change:
+                        stopped[replica] = True
+                        measure = "Validation score" if score is not None else "Training loss"
+                        messages.append(
+                            f"{measure} did not improve more than tol={tol:f} for "
+                            f"{n_iter_no_change} consecutive epochs. Stopping."
+                        )
                 snapshot = None  # the epoch is finished: nothing to roll back
-                if history.diffusion_noise is not None:
-                    history.weight_diffusion.append(
-                        model.weight_generator.diffusion(history.diffusion_noise)
-                    )
-                    history.diffusion_steps.append(history.n_steps)
-                if verbose:
+                if verbose and losses:
                     report_epoch(
                         verbose,
                         epoch,
                         max_epochs,
-                        history.n_iter,
-                        loss,
-                        score,
+                        histories[0].n_iter,
+                        sum(losses) / len(losses),
+                        sum(scores) / len(scores) if scores else None,
                         time.perf_counter() - start_time,
                     )
-                if history.no_improvement_count > n_iter_no_change:
-                    stopped = True
-                    if verbose > 1:
-                        sys.stderr.write("\n")
-                    if verbose:
-                        measure = "Validation score" if score is not None else "Training loss"
-                        print(
-                            f"{measure} did not improve more than tol={tol:f} for "
-                            f"{n_iter_no_change} consecutive epochs. Stopping."
-                        )
+                if messages and verbose > 1:
+                    sys.stderr.write("\n")
+                if verbose:
+                    for message in messages:
+                        print(message)
+                if all(stopped):
                     break
+                for replica, model in enumerate(models):
+                    if stopped[replica] and final_states[replica] is None:
+                        final_states[replica] = copy.deepcopy(model.state_dict())
             if interrupted:
                 raise KeyboardInterrupt
     except KeyboardInterrupt:
@@ -948,13 +1073,28 @@ def train(
                 optimizer.restore(snapshot, reset_moments=False)
         warnings.warn(
             "Training interrupted by user: the model keeps the parameters of the last "
-            f"finished epoch ({history.n_iter} in all).",
+            f"finished epoch ({histories[0].n_iter} in all).",
             stacklevel=USER_STACKLEVEL,
         )
-        stopped = True
-    if validation_score is not None and history.best_state is not None:
-        model.load_state_dict(history.best_state)
+        stopped = [True] * n_replicas
+    for model, history, validation_score, state in zip(
+        models, histories, validation_scores, final_states
+    ):
+        if validation_score is not None and history.best_state is not None:
+            model.load_state_dict(history.best_state)
+        elif state is not None:
+            model.load_state_dict(state)
     return stopped
+
+
+def warn_diverged(epoch, loss):
+    warnings.warn(
+        f"Training diverged in epoch {epoch}: the loss became {loss}. The parameters "
+        "from before that epoch are kept and the optimiser's state is reset. Lower "
+        "learning_rate_init, or scale X and y (for example with StandardScaler).",
+        ConvergenceWarning,
+        stacklevel=USER_STACKLEVEL + 1,
+    )
 
 
 def report_epoch(verbose, epoch, max_epochs, n_iter, loss, score, elapsed):

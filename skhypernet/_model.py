@@ -273,7 +273,7 @@ class HyperNetwork(WeightGenerator):
             return None
         keep = 1.0 - self.dropout
         masks = (dropout_uniform < keep) * (1.0 / keep)
-        return list(torch.split(masks, list(self.hidden_sizes), dim=1))
+        return list(torch.split(masks, list(self.hidden_sizes), dim=-1))
 
     def codes(self, weight_noise, dropout_uniform):
         """Codes ``[z, 1]``; dropout applies when ``dropout_uniform`` is given."""

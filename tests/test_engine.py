@@ -2,8 +2,10 @@
 
 import copy
 
+import numpy as np
 import pytest
 import torch
+from sklearn.exceptions import ConvergenceWarning
 
 from skhypernet import _engine
 from skhypernet._model import HyperNetwork, PointEstimate, StochasticMLP, layer_shapes
@@ -23,8 +25,10 @@ def test_contraction_order_rule():
     assert _engine.contracts_inputs_first(256, 401, 10)  # MNIST last layer
 
 
-def build(family, input_noise=0.5, hidden=(6, 4), dropout=0.5, shapes=SHAPES, shared_outputs=0):
-    generator = torch.Generator().manual_seed(0)
+def build(
+    family, input_noise=0.5, hidden=(6, 4), dropout=0.5, shapes=SHAPES, shared_outputs=0, seed=0
+):
+    generator = torch.Generator().manual_seed(seed)
     if family == "hyper":
         weights = HyperNetwork(
             shapes, 3, list(hidden), dropout, generator, shared_outputs=shared_outputs
@@ -84,20 +88,24 @@ def check_gradients(model, loss, n):
     mean_loss.backward()
     expected = [p.grad.clone() for p in _engine.Parameters.of(model).tensors()]
 
-    optimizer = _engine.FlatOptimizer(model, 1e-3)
+    optimizer = _engine.FlatOptimizer([model], 1e-3)
+    masks = model.weight_generator.dropout_masks(noise.dropout_uniform)
+    # One replica: a leading dimension of 1 on every tensor of the step.
     step_batch = _engine.Batch(
-        x,
-        y,
-        w.unsqueeze(1),
-        noise.input_noise if noise.input_noise.numel() else None,
-        noise.weight_noise if noise.weight_noise.numel() else None,
-        model.weight_generator.dropout_masks(noise.dropout_uniform),
+        x[None],
+        y[None],
+        w[None, :, None],
+        noise.input_noise[None] if noise.input_noise.numel() else None,
+        noise.weight_noise[None] if noise.weight_noise.numel() else None,
+        None if masks is None else [mask[None] for mask in masks],
     )
     with torch.no_grad():
         total = _engine.batch_gradients(optimizer.values, optimizer.grads, loss, step_batch)
     torch.testing.assert_close(total.mean() / n, mean_loss.detach())
-    computed = optimizer.grads.tensors()
-    assert len(computed) == len(expected)
+    computed = [
+        block[0].view(want.shape) for block, want in zip(optimizer.grads.tensors(), expected)
+    ]
+    assert len(optimizer.grads.tensors()) == len(expected)
     for got, want in zip(computed, expected):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
@@ -125,15 +133,22 @@ def test_kl_gradients_equal_autograd(shared_outputs):
     weight_noise = torch.randn(16, 3, generator=torch.Generator().manual_seed(3))
     reference_kl(model, weight_noise).backward()
     expected = [p.grad.clone() for p in _engine.Parameters.of(model).tensors()[1:]]
-    optimizer = _engine.FlatOptimizer(model, 1e-3)
+    optimizer = _engine.FlatOptimizer([model], 1e-3)
     optimizer.flat_grad.fill_(1.0)  # the KL gradient is added to what is there
     with torch.no_grad():
         value = _engine.kl_gradients(
-            optimizer.values, optimizer.grads, weight_noise, 0.5, shared_outputs
+            optimizer.values,
+            optimizer.grads,
+            weight_noise[None],
+            torch.full((1, 1, 1), 0.5),
+            shared_outputs,
         )
-    torch.testing.assert_close(value, reference_kl(model, weight_noise).detach())
+    torch.testing.assert_close(value[0], reference_kl(model, weight_noise).detach())
     # The first tensor is the input-noise scale, which the KL term leaves alone.
-    for got, want in zip(optimizer.grads.tensors()[1:], expected):
+    blocks = optimizer.grads.tensors()[1:]
+    for got, want in zip(
+        (block[0].view(want.shape) for block, want in zip(blocks, expected)), expected
+    ):
         torch.testing.assert_close(got, 1.0 + 0.5 * want, rtol=1e-4, atol=1e-4)
 
 
@@ -148,29 +163,30 @@ def reference_epoch(
 
     Returns the mean data loss per output and the mean KL estimate per step.
     """
-    order = torch.randperm(data.n_samples, generator=generator)
-    noise = model.draw_noise(data.n_samples, data.X.shape[1], generator)
-    n_steps = -(-data.n_samples // batch_size)
+    X, targets, weights, n_samples = data.X[0], data.targets[0], data.weights[0], data.n_samples
+    order = torch.randperm(n_samples, generator=generator)
+    noise = model.draw_noise(n_samples, X.shape[1], generator)
+    n_steps = -(-n_samples // batch_size)
     if kl_weight:
         kl_noise = torch.randn((n_steps, _engine.KL_SAMPLES, 3), generator=generator)
     total, kl_total = 0.0, 0.0
-    for step, start in enumerate(range(0, data.n_samples, batch_size)):
+    for step, start in enumerate(range(0, n_samples, batch_size)):
         rows = slice(start, start + batch_size)
         index = order[rows]
-        outputs = training_outputs(model, data.X[index], noise.rows(rows))
+        outputs = training_outputs(model, X[index], noise.rows(rows))
         if data.loss == _engine.CROSS_ENTROPY:
-            losses = row_loss(outputs, data.targets[index], data.loss)[:, None]
+            losses = row_loss(outputs, targets[index], data.loss)[:, None]
         elif data.loss == _engine.GAUSSIAN_NLL:
             means, log_variances = _engine.GAUSSIAN_NLL.split(outputs)
-            scaled = (data.targets[index] - means).square() * torch.exp(-log_variances)
+            scaled = (targets[index] - means).square() * torch.exp(-log_variances)
             losses = 0.5 * (log_variances + scaled)
         else:
-            losses = (outputs - data.targets[index]).square()
-        losses = data.weights[index, None] * losses
+            losses = (outputs - targets[index]).square()
+        losses = weights[index, None] * losses
         objective = losses.mean(dim=1).mean()
         if kl_weight:
             kl = reference_kl(model, kl_noise[step])
-            objective = objective + kl_weight / data.n_samples * kl
+            objective = objective + kl_weight / n_samples * kl
             kl_total += float(kl.detach())
         for parameter, alpha in (penalised or {}).items():
             objective = objective + 0.5 * (alpha * parameter.square()).sum() / len(index)
@@ -180,7 +196,7 @@ def reference_epoch(
             parameter.grad *= mask
         optimizer.step()
         total = total + losses.detach().sum(dim=0)
-    return total.double() / data.n_samples, kl_total / n_steps
+    return total.double() / n_samples, kl_total / n_steps
 
 
 EPOCH_CASES = [
@@ -204,22 +220,22 @@ def test_training_epochs_equal_autograd_and_torch_adam(family, loss, kl_weight):
     masks = matching_masks(model, reference, model.weight_generator.frozen_masks())
     assert bool(masks) == bool(shared)
     x, y, w = batch(40, loss)
-    data = _engine.TrainingData(x, y, w, loss)
-    optimizer = _engine.FlatOptimizer(model, 1e-2)
+    data = _engine.TrainingData.single(x, y, w, loss)
+    optimizer = _engine.FlatOptimizer([model], 1e-2)
     torch_adam = torch.optim.Adam(reference.parameters(), lr=1e-2)
     fast_generator = torch.Generator().manual_seed(5)
     reference_generator = torch.Generator().manual_seed(5)
     for _ in range(3):
         with torch.no_grad():
             losses, kl, n_steps = _engine.run_epoch(
-                model, optimizer, data, 8, True, fast_generator, kl_weight
+                [model], optimizer, data, 8, True, [fast_generator], [kl_weight]
             )
         expected, expected_kl = reference_epoch(
             reference, torch_adam, data, 8, reference_generator, kl_weight, masks
         )
         assert n_steps == 5
-        torch.testing.assert_close(losses, expected, rtol=1e-5, atol=1e-6)
-        assert kl == pytest.approx(expected_kl, rel=1e-5)
+        torch.testing.assert_close(losses[0], expected, rtol=1e-5, atol=1e-6)
+        assert kl[0] == pytest.approx(expected_kl, rel=1e-5)
     for got, want in zip(model.parameters(), reference.parameters()):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
     if shared:
@@ -242,10 +258,10 @@ def test_adam_settings_and_l2_penalty_equal_torch_adam(family):
     assert len(penalised) == len(model.weight_generator.heads)
     penalised = {p: alpha * mask for p, mask in penalised.items()}
     x, y, w = batch(40, _engine.SQUARED_ERROR)
-    data = _engine.TrainingData(x, y, w, _engine.SQUARED_ERROR)
+    data = _engine.TrainingData.single(x, y, w, _engine.SQUARED_ERROR)
     settings = dict(lr=1e-2, betas=(0.7, 0.95), eps=1e-3)
     optimizer = _engine.FlatOptimizer(
-        model, 1e-2, beta_1=0.7, beta_2=0.95, epsilon=1e-3, alpha=alpha
+        [model], 1e-2, beta_1=0.7, beta_2=0.95, epsilon=1e-3, alpha=alpha
     )
     torch_adam = torch.optim.Adam(reference.parameters(), **settings)
     fast_generator = torch.Generator().manual_seed(5)
@@ -253,11 +269,11 @@ def test_adam_settings_and_l2_penalty_equal_torch_adam(family):
     for _ in range(3):
         # Batches of 12 rows end on one of 4: the penalty is divided by the rows.
         with torch.no_grad():
-            losses, _, _ = _engine.run_epoch(model, optimizer, data, 12, True, fast_generator)
+            losses, _, _ = _engine.run_epoch([model], optimizer, data, 12, True, [fast_generator])
         expected, _ = reference_epoch(
             reference, torch_adam, data, 12, reference_generator, penalised=penalised
         )
-        torch.testing.assert_close(losses, expected, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(losses[0], expected, rtol=1e-5, atol=1e-6)
     for got, want in zip(model.parameters(), reference.parameters()):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
     # Biases are not penalised: the penalty's gradient is zero on their rows.
@@ -265,9 +281,94 @@ def test_adam_settings_and_l2_penalty_equal_torch_adam(family):
         assert torch.all(mask[:, -1, :] == 0) and torch.all(mask[:, :-1, :] == 1)
 
 
+LOCKSTEP_CASES = [
+    ("hyper", _engine.SQUARED_ERROR, 0.5),
+    ("hyper", _engine.CROSS_ENTROPY, 0.0),
+    ("hyper", _engine.GAUSSIAN_NLL, 0.0),
+    ("point", _engine.SQUARED_ERROR, 0.0),
+]
+
+
+def separate_and_lockstep(family, loss, n_replicas=3, **options):
+    """Models of different seeds on different rows, built twice: to be trained
+    one by one and in lockstep; with the data of each replica."""
+    shared = 1 if loss == _engine.GAUSSIAN_NLL and family == "hyper" else 0
+    alone = [build(family, shared_outputs=shared, seed=seed) for seed in range(n_replicas)]
+    together = copy.deepcopy(alone)
+    batches = [batch(40, loss, seed=10 + seed) for seed in range(n_replicas)]
+    return alone, together, batches
+
+
+@pytest.mark.parametrize("family, loss, kl_weight", LOCKSTEP_CASES)
+def test_lockstep_replicas_train_as_they_would_alone(family, loss, kl_weight):
+    alone, together, batches = separate_and_lockstep(family, loss)
+    kl_weights = [kl_weight * (1 + r) for r in range(len(alone))]
+    expected = []
+    for model, (x, y, w), seed, weight in zip(alone, batches, range(5, 8), kl_weights):
+        optimizer = _engine.FlatOptimizer([model], 1e-2, alpha=0.1)
+        generator = torch.Generator().manual_seed(seed)
+        data = _engine.TrainingData.single(x, y, w, loss)
+        with torch.no_grad():
+            for _ in range(2):
+                losses, kl, _ = _engine.run_epoch(
+                    [model], optimizer, data, 8, True, [generator], [weight]
+                )
+        expected.append((losses[0], kl[0]))
+    optimizer = _engine.FlatOptimizer(together, 1e-2, alpha=0.1)
+    generators = [torch.Generator().manual_seed(seed) for seed in range(5, 8)]
+    data = _engine.TrainingData(*(torch.stack(parts) for parts in zip(*batches)), loss)
+    with torch.no_grad():
+        for _ in range(2):
+            losses, kl, n_steps = _engine.run_epoch(
+                together, optimizer, data, 8, True, generators, kl_weights
+            )
+    assert n_steps == 5
+    for replica, (want_losses, want_kl) in enumerate(expected):
+        torch.testing.assert_close(losses[replica], want_losses, rtol=1e-5, atol=1e-6)
+        assert kl[replica] == pytest.approx(want_kl, rel=1e-5, abs=1e-9)
+        for got, want in zip(together[replica].parameters(), alone[replica].parameters()):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_lockstep_replica_that_diverges_leaves_the_others_alone():
+    alone, together, batches = separate_and_lockstep("hyper", _engine.SQUARED_ERROR, 2)
+    x, y, w = batches[1]
+    batches[1] = (x, torch.full_like(y, float("inf")), w)
+    initial = copy.deepcopy(together[1].state_dict())
+    data = _engine.TrainingData(
+        *(torch.stack(parts) for parts in zip(*batches)), _engine.SQUARED_ERROR
+    )
+    histories = [_engine.TrainingHistory(), _engine.TrainingHistory()]
+    settings = dict(max_epochs=3, batch_size=8, shuffle=True, tol=0.0, n_iter_no_change=np.inf)
+    with pytest.warns(ConvergenceWarning, match="diverged in epoch 1"):
+        stopped = _engine.train(
+            together,
+            _engine.FlatOptimizer(together, 1e-2),
+            data,
+            histories,
+            generators=[torch.Generator().manual_seed(s) for s in (5, 6)],
+            **settings,
+        )
+    assert stopped == [False, True]
+    assert histories[0].n_iter == 3 and histories[1].n_iter == 0
+    for name, value in together[1].state_dict().items():
+        torch.testing.assert_close(value, initial[name])
+    single = _engine.TrainingData.single(*batches[0], _engine.SQUARED_ERROR)
+    _engine.train(
+        alone[:1],
+        _engine.FlatOptimizer(alone[:1], 1e-2),
+        single,
+        [_engine.TrainingHistory()],
+        generators=[torch.Generator().manual_seed(5)],
+        **settings,
+    )
+    for got, want in zip(together[0].parameters(), alone[0].parameters()):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
 def test_flat_optimizer_shares_memory_with_the_model():
     model = build("hyper")
-    optimizer = _engine.FlatOptimizer(model, 1e-3)
+    optimizer = _engine.FlatOptimizer([model], 1e-3)
     assert sum(p.numel() for p in model.parameters()) == optimizer.flat.numel()
     optimizer.flat.add_(1.0)
     assert all(p.data_ptr() >= optimizer.flat.data_ptr() for p in model.parameters())
@@ -297,13 +398,15 @@ def test_adam_runs_without_a_fused_kernel(monkeypatch):
     model = build("hyper")
     reference = copy.deepcopy(model)
     x, y, w = batch(40, _engine.SQUARED_ERROR)
-    data = _engine.TrainingData(x, y, w, _engine.SQUARED_ERROR)
+    data = _engine.TrainingData.single(x, y, w, _engine.SQUARED_ERROR)
     results = []
     for fused, network in ((True, model), (False, reference)):
         monkeypatch.setitem(_engine._fused_adam, "cpu", fused)
-        optimizer = _engine.FlatOptimizer(network, 1e-2)
+        optimizer = _engine.FlatOptimizer([network], 1e-2)
         with torch.no_grad():
-            _engine.run_epoch(network, optimizer, data, 8, True, torch.Generator().manual_seed(1))
+            _engine.run_epoch(
+                [network], optimizer, data, 8, True, [torch.Generator().manual_seed(1)]
+            )
         results.append(optimizer.flat.clone())
     torch.testing.assert_close(results[0], results[1], rtol=1e-5, atol=1e-6)
 

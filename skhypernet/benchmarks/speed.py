@@ -110,8 +110,8 @@ def mnist_model(batch_size):
     generator = torch.Generator().manual_seed(0)
     weights = HyperNetwork(MNIST_SHAPES, 10, MNIST_HYPER_HIDDEN, 0.5, generator)
     model = StochasticMLP(weights, input_noise=0.5)
-    optimizer = _engine.FlatOptimizer(model, 1e-3)
-    data = _engine.TrainingData(
+    optimizer = _engine.FlatOptimizer([model], 1e-3)
+    data = _engine.TrainingData.single(
         X=torch.rand(batch_size, 784, generator=generator),
         targets=torch.randint(0, 10, (batch_size,), generator=generator),
         weights=torch.ones(batch_size),
@@ -125,11 +125,11 @@ def mnist_step_seconds(batch_size, repeats):
     model, optimizer, data = mnist_model(batch_size)
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad(), _engine.flushed_denormals():
-        _engine.run_epoch(model, optimizer, data, batch_size, False, generator)
+        _engine.run_epoch([model], optimizer, data, batch_size, False, [generator])
         best = np.inf
         for _ in range(repeats):
             start = time.perf_counter()
-            _engine.run_epoch(model, optimizer, data, batch_size, False, generator)
+            _engine.run_epoch([model], optimizer, data, batch_size, False, [generator])
             best = min(best, time.perf_counter() - start)
     return best, _engine.step_flops(model, batch_size)
 
@@ -149,10 +149,10 @@ if {threads}: torch.set_num_threads({threads})
 model, optimizer, data = mnist_model({batch_size})
 generator = torch.Generator().manual_seed(1)
 with torch.no_grad():
-    _engine.run_epoch(model, optimizer, data, {batch_size}, False, generator)
+    _engine.run_epoch([model], optimizer, data, {batch_size}, False, [generator])
     open("/proc/self/clear_refs", "w").write("5")
     before = status("VmRSS")
-    _engine.run_epoch(model, optimizer, data, {batch_size}, False, generator)
+    _engine.run_epoch([model], optimizer, data, {batch_size}, False, [generator])
 print(status("VmHWM") - before)
 """
 
