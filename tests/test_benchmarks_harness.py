@@ -84,6 +84,22 @@ def test_uci_harness_records_table_and_resume(tmp_path, capsys):
     assert "6 of 9 results already present; running 3." in capsys.readouterr().out
 
 
+def test_uci_splits_in_lockstep_give_the_records_of_separate_runs(tmp_path):
+    write_uci_folder(tmp_path / "data", name="toy", n_splits=3)
+    records = {}
+    for lockstep in (1, 3):
+        results = tmp_path / f"lockstep_{lockstep}.jsonl"
+        arguments = ["uci", "--data", str(tmp_path / "data"), "--results", str(results)]
+        assert main([*arguments, "--lockstep", str(lockstep), *TINY]) == 0
+        records[lockstep] = sorted(read_records(results), key=lambda r: (r["method"], r["split"]))
+    assert {r["lockstep_replicas"] for r in records[1]} == {1}
+    assert {r["lockstep_replicas"] for r in records[3]} == {3}
+    for alone, together in zip(records[1], records[3]):
+        assert (alone["method"], alone["split"]) == (together["method"], together["split"])
+        assert together["rmse"] == pytest.approx(alone["rmse"], rel=1e-3)
+        assert together["ll"] == pytest.approx(alone["ll"], rel=1e-3, abs=1e-3)
+
+
 def test_uci_harness_options_reach_the_model(tmp_path):
     write_uci_folder(tmp_path / "data")
     results = tmp_path / "uci.jsonl"

@@ -29,6 +29,8 @@ def test_report_shows_ratios_and_targets():
         "batch_1_kl": 0.18,
         "noise_pass_fractions": {"False": 0.0001, "True": 0.002},
         "batch_512_gflops": 120.0,
+        "lockstep_replicas": 20,
+        "batch_1_lockstep": 0.2,
         "warm_up_seconds": 0.25,
     }
     table = speed.report(figures)
@@ -38,6 +40,7 @@ def test_report_shows_ratios_and_targets():
     assert "| 0.57 | >= 0.70 |" in table
     assert "| 0.30 | >= 0.70 |" in table
     assert "| 0.25 s |" in table
+    assert "| 1200 ms / 200 ms | 6.00 | >= 5.0 |" in table
     assert "100 MB" in table
 
 

@@ -432,5 +432,8 @@ def test_small_steps_run_on_one_thread_and_the_count_is_restored():
         assert torch.get_num_threads() == 2
         with _engine.threads_for(1e9):
             assert torch.get_num_threads() == 2
+        # Many small lockstep replicas: Adam's update of their parameters gains.
+        with _engine.threads_for(1e3, n_parameters=10**6):
+            assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(previous)

@@ -155,10 +155,12 @@ def run(args, out=None):
         )
         start = time.perf_counter()
 
-        def test_error(fitted):
+        def test_error(fitted, _):
             return float(100.0 * np.mean(fitted.predict(X_test) != y_test))
 
-        curve = train_tracking(model, X_train, y_train, args.epochs, args.track_epochs, test_error)
+        (curve,) = train_tracking(
+            [model], [X_train], [y_train], args.epochs, args.track_epochs, test_error
+        )
         store.append(
             {
                 **key,

@@ -1,15 +1,18 @@
 """Speed of the training engine, measured side by side with scikit-learn's MLP.
 
-Prints a Markdown table of four measurements and their ratios:
+Prints a Markdown table of these measurements and their ratios:
 
-1. epoch time at batch size 1 on 455 x 13 rows (the Boston shape);
-2. epoch time at batch size 512 on 8,192 x 8 rows (the kin8nm shape);
+1. epoch time at batch size 1 on 455 x 13 rows (the Boston shape), and of 20
+   such fits in lockstep against 20 separate ones;
+2. epoch time at batch size 512 on 8,192 x 8 rows (the kin8nm shape), and its
+   FLOP rate against the machine's matmul rate;
 3. a training step of the MNIST 2x400 hypernetwork at batch size 256:
    achieved GFLOP/s over the fp32 matmul GFLOP/s of the same machine, and the
    peak memory the step adds;
 4. predict time for 10,000 rows with S = 100 weight samples;
 5. the cost of ``kl_weight=0.1`` at batch size 1, and of the noise estimate
-   after a fit relative to an epoch.
+   after a fit relative to an epoch;
+6. the first fit's warm-up in a fresh process.
 """
 
 import json
@@ -25,10 +28,13 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPRegressor
 
 from .. import HyperNetRegressor, SGDBaseline, _engine
+from .._base import fit_in_lockstep
 from .._model import HyperNetwork, StochasticMLP, layer_shapes
 
 MNIST_SHAPES = layer_shapes(784, [400, 400], 10)
 MNIST_HYPER_HIDDEN = [100, 50]
+#: Replicas of the lockstep measurement (the 20 splits of a UCI data set).
+LOCKSTEP_REPLICAS = 20
 
 
 def add_arguments(parser):
@@ -92,6 +98,35 @@ def compare_epochs(n_samples, n_features, batch_size, repeats):
         "SGDBaseline": epoch_seconds(ours(SGDBaseline), X, y, repeats),
         "MLPRegressor": epoch_seconds(mlp, X, y, repeats),
     }
+
+
+def lockstep_epoch_seconds(n_replicas, repeats, n_samples=455, n_features=13):
+    """Epoch seconds of ``n_replicas`` batch-1 HyperNetRegressors of different
+    seeds fitted in lockstep (:func:`~skhypernet._base.fit_in_lockstep`),
+    measured like :func:`epoch_seconds`."""
+    X, y = linear_data(n_samples, n_features)
+
+    def fit(n_epochs):
+        estimators = [
+            HyperNetRegressor(
+                batch_size=1,
+                max_iter=n_epochs,
+                n_iter_no_change=np.inf,
+                early_stopping=False,
+                random_state=seed,
+            )
+            for seed in range(n_replicas)
+        ]
+        fit_in_lockstep(estimators, [X] * n_replicas, [y] * n_replicas)
+
+    fit(1)
+    best = {}
+    for _ in range(repeats):
+        for n_epochs in (1, 4):
+            start = time.perf_counter()
+            fit(n_epochs)
+            best[n_epochs] = min(best.get(n_epochs, np.inf), time.perf_counter() - start)
+    return (best[4] - best[1]) / 3
 
 
 def matmul_gflops(repeats, size=2048):
@@ -280,6 +315,8 @@ def measure(threads=None, repeats=3):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         figures["batch_1"] = compare_epochs(455, 13, 1, repeats)
+        figures["lockstep_replicas"] = LOCKSTEP_REPLICAS
+        figures["batch_1_lockstep"] = lockstep_epoch_seconds(LOCKSTEP_REPLICAS, repeats)
         figures["batch_1_kl"] = epoch_seconds(
             lambda n: HyperNetRegressor(
                 batch_size=1,
@@ -310,6 +347,7 @@ def measure(threads=None, repeats=3):
 def report(figures):
     """The Markdown table of ``figures`` with ratios and targets."""
     one, big = figures["batch_1"], figures["batch_512"]
+    replicas = figures["lockstep_replicas"]
     mlp1 = one["MLPRegressor"]
     peak = figures["mnist_step_peak_bytes"]
     rows = [
@@ -324,6 +362,14 @@ def report(figures):
             f"{one['SGDBaseline'] * 1e3:.1f} ms / {mlp1 * 1e3:.1f} ms",
             one["SGDBaseline"] / mlp1,
             "<= 0.5",
+        ),
+        (
+            f"epoch, batch 1, 455 x 13: {replicas} separate HyperNetRegressor fits / "
+            "the same in lockstep",
+            f"{replicas * one['HyperNetRegressor'] * 1e3:.0f} ms / "
+            f"{figures['batch_1_lockstep'] * 1e3:.0f} ms",
+            replicas * one["HyperNetRegressor"] / figures["batch_1_lockstep"],
+            ">= 5.0",
         ),
         (
             "epoch, batch 512, 8192 x 8: HyperNetRegressor / SGDBaseline",

@@ -9,6 +9,8 @@ and standard error over splits beside the published figures.
 """
 
 import contextlib
+import functools
+import json
 import os
 import time
 import warnings
@@ -18,7 +20,7 @@ from joblib import Parallel, delayed
 from sklearn.exceptions import ConvergenceWarning
 
 from .. import HyperNetRegressor, SGDBaseline
-from .._base import resolve_batch_size
+from .._base import fit_in_lockstep, resolve_batch_size
 from ..datasets import list_uci_datasets, load_uci, uci_n_splits
 from ._results import (
     BenchmarkInputError,
@@ -101,6 +103,14 @@ def add_arguments(parser, *, figure=False):
     )
     parser.add_argument("--seed", type=int, default=0, help="base seed (plus the split)")
     parser.add_argument("--jobs", type=int, default=1, help="parallel worker processes")
+    parser.add_argument(
+        "--lockstep",
+        type=int,
+        default=20,
+        help="splits of one data set and method trained together in one pass of the engine "
+        "(default: %(default)s; 1: one at a time); results are those of separate fits up to "
+        "rounding",
+    )
     add_store_arguments(parser)
     if figure:
         parser.add_argument(
@@ -159,22 +169,26 @@ def hidden_for(dataset, hidden):
     return 100 if dataset in WIDE_DATASETS else 50
 
 
-def train_tracking(model, X, y, epochs, track, evaluate):
-    """Train for ``epochs`` epochs; return ``evaluate(model)`` after each of the last
-    ``track``."""
+def train_tracking(models, Xs, ys, epochs, track, evaluate):
+    """Train each model on its rows for ``epochs`` epochs, in lockstep; return
+    ``evaluate(model, index)`` after each of the last ``track`` epochs, per model.
+
+    The epochs before the tracked ones run in lockstep; the tracked ones
+    (a few out of the budget) one model at a time with ``partial_fit``.
+    """
     track = min(track, epochs)
     untracked = epochs - track
-    scores = []
+    scores = [[] for _ in models]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        if untracked:
-            model.set_params(max_iter=untracked).fit(X, y)
+        for model in models:
+            model.set_params(max_iter=untracked or 1)
+        fit_in_lockstep(models, Xs, ys)
         for epoch in range(track):
-            if epoch == 0 and not untracked:
-                model.set_params(max_iter=1).fit(X, y)
-            else:
-                model.partial_fit(X, y)
-            scores.append(evaluate(model))
+            for index, (model, X, y) in enumerate(zip(models, Xs, ys)):
+                if epoch > 0 or untracked:
+                    model.partial_fit(X, y)
+                scores[index].append(evaluate(model, index))
     return scores
 
 
@@ -219,20 +233,37 @@ def build_model(method, settings):
     )
 
 
-def run_task(task):
-    """Train one method on one split; return its result record."""
-    import torch
+def run_tasks(tasks):
+    """Train one method on some splits of one data set, in lockstep where the
+    splits' training sets have one size; return their result records."""
+    by_size = {}
+    for task in tasks:
+        split = load_split(task)
+        by_size.setdefault(split[0].shape, []).append((task, split))
+    return [record for group in by_size.values() for record in run_lockstep(group)]
 
-    torch.set_num_threads(1)
+
+def load_split(task):
+    """Training and test data of a task's split, X and y standardised with the
+    training statistics: ``X_train, X_test, y_train, y_test, y_mean, y_scale``
+    (``y_test`` in original units)."""
     folder = os.path.join(task["data"], task["dataset"])
     X_train, X_test, y_train, y_test = load_uci(folder, task["split"])
     X_train, X_test, _, _ = standardise(X_train, X_test)
-    y_train_n, _, y_mean, y_scale = standardise(y_train, y_test)
-    settings = task["settings"]
-    model = build_model(task["method"], settings)
+    y_train, _, y_mean, y_scale = standardise(y_train, y_test)
+    return X_train, X_test, y_train, y_test, y_mean, y_scale
 
-    def test_scores(fitted):
+
+def run_lockstep(group):
+    """Records of ``[(task, split data), ...]`` trained in lockstep."""
+    settings = group[0][0]["settings"]
+    models = [build_model(task["method"], task["settings"]) for task, _ in group]
+    Xs = [split[0] for _, split in group]
+    ys = [split[2] for _, split in group]
+
+    def test_scores(fitted, index):
         # Predictions are in normalised units: scale back to the original ones.
+        _, X_test, _, y_test, y_mean, y_scale = group[index][1]
         mean, std = fitted.predict(X_test, return_std=True)
         return predictive_scores(y_test, mean * y_scale + y_mean, std * y_scale)
 
@@ -241,20 +272,31 @@ def run_task(task):
         # partial_fit trains on every row: one fit, whose kept epoch is scored once.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            model.set_params(max_iter=settings["epochs"]).fit(X_train, y_train_n)
-        curves = [test_scores(model)]
+            fit_in_lockstep([m.set_params(max_iter=settings["epochs"]) for m in models], Xs, ys)
+        curves = [[test_scores(model, index)] for index, model in enumerate(models)]
     else:
         curves = train_tracking(
-            model, X_train, y_train_n, settings["epochs"], settings["track_epochs"], test_scores
+            models, Xs, ys, settings["epochs"], settings["track_epochs"], test_scores
         )
+    seconds = (time.perf_counter() - start) / len(group)
+    return [
+        task_record(task, model, model_curves, seconds, len(group), split)
+        for (task, split), model, model_curves in zip(group, models, curves)
+    ]
+
+
+def task_record(task, model, curves, seconds, replicas, split):
+    """The result record of one task."""
     record = {
         **{k: task[k] for k in ("dataset", "split", "method")},
-        "settings": settings,
+        "settings": task["settings"],
         **{name: float(np.mean([c[name] for c in curves])) for name in curves[0]},
         **{f"{name}_tracked_epochs": [c[name] for c in curves] for name in curves[0]},
-        "fit_seconds": time.perf_counter() - start,
-        "n_train": len(y_train),
-        "n_test": len(y_test),
+        # Trained in lockstep with others: the group's wall time over its size.
+        "fit_seconds": seconds,
+        "lockstep_replicas": replicas,
+        "n_train": len(split[2]),
+        "n_test": len(split[3]),
     }
     if hasattr(model, "weight_diffusion_"):
         record["weight_diffusion"] = model.weight_diffusion_.tolist()
@@ -319,14 +361,14 @@ def plan(args, splits_of, methods, held_out=0.0):
     return tasks
 
 
-def execute(tasks, store, jobs, out, task_runner=None, key_fields=None, describe=None):
+def execute(tasks, store, jobs, out, task_runner=None, key_fields=None, describe=None, lockstep=1):
     """Run the tasks not yet in ``store``, appending each record as it finishes.
 
-    ``task_runner`` turns a task into its record (default :func:`run_task`);
-    a task is done when a record matches it on ``key_fields``; ``describe``
-    gives a finished record's progress line (default: its RMSE).
+    ``task_runner`` turns a task into its record (default: the UCI runner,
+    which trains up to ``lockstep`` splits of one data set and method
+    together); a task is done when a record matches it on ``key_fields``;
+    ``describe`` gives a finished record's progress line (default: its RMSE).
     """
-    task_runner = task_runner or run_task
     key_fields = key_fields or ("dataset", "split", "method", "settings")
 
     def describe_rmse(record):
@@ -340,12 +382,32 @@ def execute(tasks, store, jobs, out, task_runner=None, key_fields=None, describe
         file=out,
         flush=True,
     )
+    if task_runner is None:
+        groups, group_runner = lockstep_groups(todo, lockstep), run_tasks
+    else:
+        groups, group_runner = [[task] for task in todo], functools.partial(run_each, task_runner)
     progress = Progress(len(todo), time.perf_counter)
     runner = Parallel(n_jobs=jobs, return_as="generator_unordered")
     with workers_stopped_on_exit():
-        for record in runner(delayed(task_runner)(task) for task in todo):
-            store.append(record)
-            print(progress.line(describe(record)), file=out, flush=True)
+        for records in runner(delayed(group_runner)(group) for group in groups):
+            for record in records:
+                store.append(record)
+                print(progress.line(describe(record)), file=out, flush=True)
+
+
+def run_each(task_runner, tasks):
+    return [task_runner(task) for task in tasks]
+
+
+def lockstep_groups(tasks, size):
+    """``tasks`` in groups of at most ``size`` that differ only in their split
+    and seed, in their order of first appearance."""
+    groups = {}
+    for task in tasks:
+        settings = {k: v for k, v in task["settings"].items() if k != "seed"}
+        key = json.dumps([task["data"], task["dataset"], task["method"], settings], sort_keys=True)
+        groups.setdefault(key, []).append(task)
+    return [group[i : i + size] for group in groups.values() for i in range(0, len(group), size)]
 
 
 @contextlib.contextmanager
@@ -477,7 +539,7 @@ def run(args, out=None):
         raise BenchmarkInputError(f"--held-out must be in [0, 1), got {args.held_out}.")
     tasks = plan(args, splits_of, args.methods, held_out=args.held_out)
     store = open_store(args, UCI_RECORD_KEYS)
-    execute(tasks, store, args.jobs, out)
+    execute(tasks, store, args.jobs, out, lockstep=args.lockstep)
     # Only this run's settings: a table never mixes runs of other settings.
     records = store.matching([{k: t[k] for k in UCI_RECORD_KEYS} for t in tasks])
     print("\n" + summary_table(records), file=out)
@@ -507,7 +569,7 @@ def run_figure(args, out=None):
 
     tasks = plan(args, splits_of, args.methods)
     store = open_store(args, UCI_RECORD_KEYS)
-    execute(tasks, store, args.jobs, out)
+    execute(tasks, store, args.jobs, out, lockstep=args.lockstep)
     plot_weight_diffusion(
         store.matching([{k: t[k] for k in UCI_RECORD_KEYS} for t in tasks]), args.figure
     )
