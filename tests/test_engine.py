@@ -80,6 +80,20 @@ def test_gaussian_gradients_beyond_the_log_variance_bound(bias):
     check_gradients(model, _engine.GAUSSIAN_NLL, 9)
 
 
+def one_replica_batch(model, x, y, w, noise):
+    """The engine's Batch of one step of one model: a leading replica
+    dimension of 1 on every tensor."""
+    masks = model.weight_generator.dropout_masks(noise.dropout_uniform)
+    return _engine.Batch(
+        x[None],
+        y[None],
+        w[None, :, None],
+        noise.input_noise[None] if noise.input_noise.numel() else None,
+        noise.weight_noise[None] if noise.weight_noise.numel() else None,
+        None if masks is None else [mask[None] for mask in masks],
+    )
+
+
 def check_gradients(model, loss, n):
     """Hand-written gradients and loss of one batch against autograd's."""
     x, y, w = batch(n, loss)
@@ -89,18 +103,10 @@ def check_gradients(model, loss, n):
     expected = [p.grad.clone() for p in _engine.Parameters.of(model).tensors()]
 
     optimizer = _engine.FlatOptimizer([model], 1e-3)
-    masks = model.weight_generator.dropout_masks(noise.dropout_uniform)
-    # One replica: a leading dimension of 1 on every tensor of the step.
-    step_batch = _engine.Batch(
-        x[None],
-        y[None],
-        w[None, :, None],
-        noise.input_noise[None] if noise.input_noise.numel() else None,
-        noise.weight_noise[None] if noise.weight_noise.numel() else None,
-        None if masks is None else [mask[None] for mask in masks],
-    )
     with torch.no_grad():
-        total = _engine.batch_gradients(optimizer.values, optimizer.grads, loss, step_batch)
+        total = _engine.batch_gradients(
+            optimizer.values, optimizer.grads, loss, one_replica_batch(model, x, y, w, noise)
+        )
     torch.testing.assert_close(total.mean() / n, mean_loss.detach())
     computed = [
         block[0].view(want.shape) for block, want in zip(optimizer.grads.tensors(), expected)
@@ -108,6 +114,38 @@ def check_gradients(model, loss, n):
     assert len(optimizer.grads.tensors()) == len(expected)
     for got, want in zip(computed, expected):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+class AbsoluteError(_engine.Loss):
+    """A loss the package does not have: adding one is this class alone."""
+
+    name = "absolute_error"
+
+    def gradient(self, outputs, targets, row_weights):
+        diff = outputs - targets
+        loss_sums = (diff.abs() * row_weights).sum(-2)
+        return loss_sums, torch.sign(diff) * row_weights / (diff.shape[-2] * diff.shape[-1])
+
+
+@pytest.mark.parametrize("family", ["hyper", "point"])
+def test_a_new_loss_is_one_class(family):
+    model = build(family)
+    x, y, w = batch(9, _engine.SQUARED_ERROR)
+    noise = model.draw_noise(9, x.shape[1], torch.Generator().manual_seed(2))
+    mean_loss = (w * (training_outputs(model, x, noise) - y).abs().mean(dim=1)).mean()
+    mean_loss.backward()
+    expected = [p.grad.clone() for p in _engine.Parameters.of(model).tensors()]
+    optimizer = _engine.FlatOptimizer([model], 1e-3)
+    with torch.no_grad():
+        total = _engine.batch_gradients(
+            optimizer.values,
+            optimizer.grads,
+            AbsoluteError(),
+            one_replica_batch(model, x, y, w, noise),
+        )
+    torch.testing.assert_close(total.mean() / 9, mean_loss.detach())
+    for block, want in zip(optimizer.grads.tensors(), expected):
+        torch.testing.assert_close(block[0].view(want.shape), want, rtol=1e-5, atol=1e-6)
 
 
 def reference_kl(model, weight_noise):
