@@ -622,6 +622,19 @@ class FlatOptimizer:
             self.fused,
         )
 
+    def flush_denormals(self):
+        """Set Adam's moments below the smallest normal float to zero.
+
+        :func:`flushed_denormals` does that on the calling thread only; the
+        part of the update that torch's other threads compute keeps its
+        denormals, which appear wherever a gradient stays zero (dead units:
+        most of a collapsed hypernetwork's heads) and make its arithmetic
+        many times slower.  Zero moments stay zero while the gradient does.
+        """
+        tiny = torch.finfo(self.flat.dtype).tiny
+        for moment in (self.exp_avg, self.exp_avg_sq):
+            moment.masked_fill_(moment.abs() < tiny, 0.0)
+
     def snapshot(self):
         """A copy of the parameters, for :meth:`restore`."""
         return self.flat.clone()
@@ -1031,6 +1044,7 @@ def train(
                     epoch_kl_weights,
                     interrupted,
                 )
+                optimizer.flush_denormals()
                 losses, scores, messages = [], [], []
                 for replica, (model, history) in enumerate(zip(models, histories)):
                     if stopped[replica]:

@@ -449,6 +449,43 @@ def test_adam_runs_without_a_fused_kernel(monkeypatch):
     torch.testing.assert_close(results[0], results[1], rtol=1e-5, atol=1e-6)
 
 
+def test_denormal_moments_are_flushed_after_every_epoch(monkeypatch):
+    # torch.set_flush_denormal acts on the calling thread only: the moments
+    # that torch's other threads update decay into denormals where gradients
+    # stay zero (dead units), and denormal arithmetic is many times slower.
+    model = build("hyper")
+    x, y, w = batch(16, _engine.SQUARED_ERROR)
+    optimizer = _engine.FlatOptimizer([model], 1e-2)
+    tiny = torch.finfo(torch.float32).tiny
+    torch.set_flush_denormal(False)  # the default, as every test expects
+    try:
+        with torch.no_grad():
+            optimizer.exp_avg[::2] = tiny / 10
+            optimizer.exp_avg_sq[1::2] = -tiny / 10
+            optimizer.exp_avg[1] = tiny
+        assert int((optimizer.exp_avg != 0).sum()) > 1
+        optimizer.flush_denormals()
+        assert int((optimizer.exp_avg != 0).sum()) == 1  # the normal number stays
+        assert int((optimizer.exp_avg_sq != 0).sum()) == 0
+    finally:
+        torch.set_flush_denormal(False)
+    calls = []
+    monkeypatch.setattr(_engine.FlatOptimizer, "flush_denormals", lambda self: calls.append(self))
+    _engine.train(
+        [model],
+        optimizer,
+        _engine.TrainingData.single(x, y, w, _engine.SQUARED_ERROR),
+        [_engine.TrainingHistory()],
+        max_epochs=3,
+        batch_size=8,
+        shuffle=False,
+        tol=0.0,
+        n_iter_no_change=np.inf,
+        generators=[torch.Generator().manual_seed(0)],
+    )
+    assert calls == [optimizer] * 3
+
+
 @pytest.mark.parametrize("user_setting", [False, True])
 def test_flush_denormals_is_restored(user_setting):
     tiny = torch.tensor([1e-39])
