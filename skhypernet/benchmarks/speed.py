@@ -47,21 +47,25 @@ def add_arguments(parser):
     parser.add_argument("--json", help="also write the figures to this JSON file")
 
 
-def epoch_seconds(make_estimator, X, y, repeats, epochs=(1, 4)):
-    """Seconds per epoch: the difference of fits of two lengths, fastest of repeats.
+def epoch_seconds(fit, repeats, epochs=(1, 4)):
+    """Seconds per epoch of ``fit(n_epochs)``: the difference of fits of two
+    lengths, fastest of repeats.
 
     Subtracting a short fit removes per-fit costs (validation, set-up).
     """
-    make_estimator(1).fit(X, y)  # warm-up: imports, compilation, thread pools
+    fit(1)  # warm-up: imports, thread pools
     best = {}
     for _ in range(repeats):
         for n_epochs in epochs:
-            estimator = make_estimator(n_epochs)
             start = time.perf_counter()
-            estimator.fit(X, y)
-            elapsed = time.perf_counter() - start
-            best[n_epochs] = min(best.get(n_epochs, np.inf), elapsed)
+            fit(n_epochs)
+            best[n_epochs] = min(best.get(n_epochs, np.inf), time.perf_counter() - start)
     return (best[epochs[1]] - best[epochs[0]]) / (epochs[1] - epochs[0])
+
+
+def estimator_epoch_seconds(make_estimator, X, y, repeats):
+    """:func:`epoch_seconds` of ``make_estimator(n_epochs).fit(X, y)``."""
+    return epoch_seconds(lambda n_epochs: make_estimator(n_epochs).fit(X, y), repeats)
 
 
 def linear_data(n_samples, n_features):
@@ -94,9 +98,9 @@ def compare_epochs(n_samples, n_features, batch_size, repeats):
         )
 
     return {
-        "HyperNetRegressor": epoch_seconds(ours(HyperNetRegressor), X, y, repeats),
-        "SGDBaseline": epoch_seconds(ours(SGDBaseline), X, y, repeats),
-        "MLPRegressor": epoch_seconds(mlp, X, y, repeats),
+        "HyperNetRegressor": estimator_epoch_seconds(ours(HyperNetRegressor), X, y, repeats),
+        "SGDBaseline": estimator_epoch_seconds(ours(SGDBaseline), X, y, repeats),
+        "MLPRegressor": estimator_epoch_seconds(mlp, X, y, repeats),
     }
 
 
@@ -119,14 +123,7 @@ def lockstep_epoch_seconds(n_replicas, repeats, n_samples=455, n_features=13):
         ]
         fit_in_lockstep(estimators, [X] * n_replicas, [y] * n_replicas)
 
-    fit(1)
-    best = {}
-    for _ in range(repeats):
-        for n_epochs in (1, 4):
-            start = time.perf_counter()
-            fit(n_epochs)
-            best[n_epochs] = min(best.get(n_epochs, np.inf), time.perf_counter() - start)
-    return (best[4] - best[1]) / 3
+    return epoch_seconds(fit, repeats)
 
 
 def matmul_gflops(repeats, size=2048):
@@ -317,7 +314,7 @@ def measure(threads=None, repeats=3):
         figures["batch_1"] = compare_epochs(455, 13, 1, repeats)
         figures["lockstep_replicas"] = LOCKSTEP_REPLICAS
         figures["batch_1_lockstep"] = lockstep_epoch_seconds(LOCKSTEP_REPLICAS, repeats)
-        figures["batch_1_kl"] = epoch_seconds(
+        figures["batch_1_kl"] = estimator_epoch_seconds(
             lambda n: HyperNetRegressor(
                 batch_size=1,
                 max_iter=n,
