@@ -12,6 +12,7 @@ from skhypernet.benchmarks._results import (
     ResultStore,
     mean_and_standard_error,
 )
+from skhypernet.benchmarks.defaults import build_estimator
 from skhypernet.benchmarks.uci import build_model
 
 from .conftest import write_mnist_folder, write_uci_folder
@@ -204,6 +205,47 @@ def test_defaults_command_table_checks_and_resume(tmp_path, capsys):
     assert "14 of 14 results already present; running 0." in capsys.readouterr().out
 
 
+def test_defaults_command_scores_settings_on_validation_rows_only(tmp_path, capsys):
+    folder, X, y = write_uci_folder(tmp_path / "data", name="toy", n_rows=60, n_splits=1)
+    test_rows = np.loadtxt(os.path.join(folder, "data", "index_test_0.txt"), dtype=int)
+    # Test targets no fit could predict: a score that read them would be huge.
+    data = np.loadtxt(os.path.join(folder, "data", "data.txt"))
+    data[test_rows, 1] = 1e6
+    np.savetxt(os.path.join(folder, "data", "data.txt"), data)
+    args = [
+        "defaults",
+        "--data",
+        str(tmp_path / "data"),
+        "--datasets",
+        "toy",
+        "--splits",
+        "1",
+        "--methods",
+        "HyperNet",
+        "Ridge",
+        "--validation",
+        "0.25",
+        "--params",
+        "hidden_layer_sizes=[3]",
+        "max_iter=2",
+        "--results",
+        str(tmp_path / "v.jsonl"),
+    ]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    records = {r["method"]: r for r in read_records(tmp_path / "v.jsonl")}
+    label = "HyperNet hidden_layer_sizes=[3] max_iter=2"
+    assert set(records) == {label, "Ridge"}
+    assert all(r["n_train"] + r["n_test"] == 48 and r["n_test"] == 12 for r in records.values())
+    assert all(r["rmse"] < 100 for r in records.values())
+    assert records[label]["settings"]["params"] == [["hidden_layer_sizes", [3]], ["max_iter", 2]]
+    assert "params" not in records["Ridge"]["settings"]
+    assert "Regression: validation RMSE" in out and f"| {label} |" in out
+    task = {k: records[label][k] for k in ("dataset", "split", "estimator", "settings")}
+    model = build_estimator(task)
+    assert model.hidden_layer_sizes == (3,) and model.max_iter == 2
+
+
 @pytest.mark.parametrize(
     "options, message",
     [
@@ -211,6 +253,11 @@ def test_defaults_command_table_checks_and_resume(tmp_path, capsys):
         (["--methods", "XGBoost"], "Unknown methods"),
         (["--splits", "0"], "at least 1"),
         (["--protocol", "missing.jsonl"], "not a file"),
+        (["--validation", "1.5"], "must be in [0, 1)"),
+        (["--validation", "0.2", "--protocol", "p.jsonl"], "cannot be combined"),
+        (["--params", "hidden_layer_sizes"], "NAME=VALUE"),
+        (["--params", "activation=tanh"], "not a JSON value"),
+        (["--params", "colour=1"], "not parameters of HyperNet"),
     ],
 )
 def test_defaults_command_reports_input_problems_in_one_line(tmp_path, capsys, options, message):

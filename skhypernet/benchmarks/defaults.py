@@ -12,6 +12,11 @@ for classification).  Every model is fitted on one thread.
 With ``--protocol FILE`` (the results of the ``uci`` command) the table
 also shows HyperNet's result under the paper's protocol on the same splits,
 and the run checks the targets of the defaults against it.
+
+For choosing settings, ``--validation FRACTION`` fits on the rest of each
+split's training rows and scores on that fraction of them, never on the
+test rows, and ``--params NAME=VALUE ...`` gives HyperNet and SGDBaseline
+other settings than their defaults (a column per setting, labelled with it).
 """
 
 import json
@@ -78,6 +83,8 @@ MODELS = {
     },
 }
 SCORES = {"regression": "rmse", "classification": "accuracy"}
+#: Methods that ``--params`` applies to (this package's estimators).
+TUNABLE = ("HyperNet", "SGDBaseline")
 KEY_FIELDS = ("dataset", "split", "method", "settings")
 #: Targets of the defaults against the paper's protocol (issue 11).
 PROTOCOL_RMSE_MARGIN = 0.10
@@ -106,6 +113,22 @@ def add_arguments(parser):
         "protocol on the same splits and checks the defaults against it",
     )
     parser.add_argument("--seed", type=int, default=0, help="base seed (plus the split)")
+    parser.add_argument(
+        "--validation",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="score on this fraction of each split's training rows, fitted on the rest; "
+        "the test rows are never read (for choosing settings; default 0: test rows)",
+    )
+    parser.add_argument(
+        "--params",
+        nargs="+",
+        default=[],
+        metavar="NAME=VALUE",
+        help="settings of HyperNet and SGDBaseline in place of their defaults, VALUE in "
+        "JSON (e.g. hidden_layer_sizes=[100]); the methods are labelled with them",
+    )
     parser.add_argument("--jobs", type=int, default=1, help="parallel worker processes")
     add_store_arguments(parser)
 
@@ -122,16 +145,51 @@ def load_split(task):
     return X[train], X[test], y[train], y[test]
 
 
+def scored_rows(task):
+    """Training and scored rows of a task: its split's test rows, or with a
+    ``validation`` fraction, a random part of its training rows (stratified
+    for classification), the rest being trained on; test rows are not used."""
+    X_train, X_test, y_train, y_test = load_split(task)
+    fraction = task["settings"].get("validation", 0.0)
+    if not fraction:
+        return X_train, X_test, y_train, y_test
+    cut = StratifiedShuffleSplit if task["settings"]["task"] == "classification" else ShuffleSplit
+    splitter = cut(n_splits=1, test_size=fraction, random_state=task["split"])
+    fit, scored = next(splitter.split(X_train, y_train))
+    return X_train[fit], X_train[scored], y_train[fit], y_train[scored]
+
+
+def estimator_label(method, params):
+    """The method's name in records and tables, with the settings it was given."""
+    if not params or method not in TUNABLE:
+        return method
+    return method + " " + " ".join(f"{name}={json.dumps(value)}" for name, value in params)
+
+
+def build_estimator(task):
+    """The task's estimator: the method's defaults, and its ``params`` for ours."""
+    settings = task["settings"]
+    method = task["estimator"]
+    model = MODELS[settings["task"]][method](settings["seed"] + task["split"])
+    if method in TUNABLE and settings.get("params"):
+        model.set_params(
+            **{
+                name: tuple(value) if isinstance(value, list) else value
+                for name, value in settings["params"]
+            }
+        )
+    return model
+
+
 def run_task(task):
-    """Fit one model with its defaults on one split; score it on the test rows."""
+    """Fit one model on one split; score it on the test (or validation) rows."""
     import torch
     from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(1)
     settings = task["settings"]
-    X_train, X_test, y_train, y_test = load_split(task)
-    seed = settings["seed"] + task["split"]
-    model = make_pipeline(StandardScaler(), MODELS[settings["task"]][task["method"]](seed))
+    X_train, X_test, y_train, y_test = scored_rows(task)
+    model = make_pipeline(StandardScaler(), build_estimator(task))
     with threadpool_limits(1), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         start = time.perf_counter()
@@ -143,7 +201,7 @@ def run_task(task):
     else:
         score = float(np.mean(y_test == predicted))
     return {
-        **{k: task[k] for k in ("dataset", "split", "method")},
+        **{k: task[k] for k in ("dataset", "split", "method", "estimator")},
         "settings": settings,
         SCORES[settings["task"]]: score,
         "fit_seconds": fit_seconds,
@@ -179,26 +237,58 @@ def plan(args):
         raise BenchmarkInputError(
             f"Unknown methods {sorted(set(args.methods) - known)}; choose from {sorted(known)}."
         )
+    if not 0 <= args.validation < 1:
+        raise BenchmarkInputError(f"--validation must be in [0, 1), got {args.validation}.")
+    if args.validation and args.protocol:
+        raise BenchmarkInputError(
+            "--protocol compares test scores; it cannot be combined with --validation."
+        )
+    params = parse_params(args.params)
     tasks = []
     for name, source, kind in sources:
         n_splits = args.splits
         if source == "uci":
             n_splits = min(n_splits, uci_n_splits(os.path.join(args.data, name)))
-        settings = {"source": source, "task": kind, "seed": args.seed}
         for split in range(n_splits):
             for method in MODELS[kind]:
                 if args.methods and method not in args.methods:
                     continue
+                settings = {"source": source, "task": kind, "seed": args.seed}
+                if args.validation:
+                    settings["validation"] = args.validation
+                if params and method in TUNABLE:
+                    settings["params"] = params
                 tasks.append(
                     {
                         "data": args.data,
                         "dataset": name,
                         "split": split,
-                        "method": method,
+                        "method": estimator_label(method, params),
+                        "estimator": method,
                         "settings": settings,
                     }
                 )
     return tasks
+
+
+def parse_params(items):
+    """``NAME=VALUE`` items (VALUE in JSON) as a sorted list of pairs."""
+    params = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or not name:
+            raise BenchmarkInputError(f"--params takes NAME=VALUE items, got {item!r}.")
+        try:
+            params[name] = json.loads(text)
+        except json.JSONDecodeError:
+            raise BenchmarkInputError(
+                f"--params {name}: {text!r} is not a JSON value (strings need quotes)."
+            ) from None
+    known = set(HyperNetRegressor().get_params()) | set(HyperNetClassifier().get_params())
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise BenchmarkInputError(f"--params: {unknown} are not parameters of HyperNet.")
+    return sorted(params.items())
 
 
 def read_protocol(path):
@@ -236,7 +326,11 @@ def summary(records, protocol=None):
         found = [r for r in records if r["settings"]["task"] == kind]
         if not found:
             continue
-        methods = [m for m in MODELS[kind] if any(r["method"] == m for r in found)]
+        order = list(MODELS[kind])
+        methods = sorted(
+            {r["method"] for r in found},
+            key=lambda label: (order.index(estimator_of(label, found)), label),
+        )
         datasets = sorted({r["dataset"] for r in found})
         header = ["data set", "splits", *methods]
         if kind == "regression" and protocol:
@@ -260,7 +354,10 @@ def summary(records, protocol=None):
                 if matched and cells.get("HyperNet"):
                     checks.append(_protocol_check(dataset, cells, matched))
             rows.append(row)
-        unit = "test RMSE" if kind == "regression" else "test accuracy"
+        rows_scored = (
+            "validation" if any(r["settings"].get("validation") for r in found) else "test"
+        )
+        unit = f"{rows_scored} RMSE" if kind == "regression" else f"{rows_scored} accuracy"
         out.append(
             f"{kind.capitalize()}: {unit}, mean ± standard error over splits (mean fit time)"
         )
@@ -268,6 +365,11 @@ def summary(records, protocol=None):
     if checks:
         out.append(_protocol_summary(checks))
     return "\n\n".join(out)
+
+
+def estimator_of(label, records):
+    """The base method of a table column (records before labels: the label)."""
+    return next(r.get("estimator", r["method"]) for r in records if r["method"] == label)
 
 
 def _protocol_check(dataset, cells, matched):
