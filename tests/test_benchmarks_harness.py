@@ -13,6 +13,7 @@ from skhypernet.benchmarks._results import (
     mean_and_standard_error,
 )
 from skhypernet.benchmarks.defaults import build_estimator
+from skhypernet.benchmarks.defaults import summary as defaults_summary
 from skhypernet.benchmarks.uci import build_model
 
 from .conftest import write_mnist_folder, write_uci_folder
@@ -496,3 +497,12 @@ def test_every_benchmark_option_has_help_and_no_markup(capsys):
         for action in subparser._actions:
             if action.option_strings and action.dest != "help":
                 assert action.help, f"{name} {action.option_strings} has no help text"
+
+
+def test_defaults_table_shows_tiny_errors_to_three_significant_digits():
+    records = [
+        {"dataset": "naval", "split": split, "method": "HyperNet", "settings": {"task": t}}
+        | {"rmse": rmse, "fit_seconds": 1.0}
+        for split, (t, rmse) in enumerate([("regression", 0.00089), ("regression", 0.00091)])
+    ]
+    assert "| naval | 2 | 0.000900 ± 0.000010 (1.0 s) |" in defaults_summary(records)

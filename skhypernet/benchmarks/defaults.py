@@ -311,10 +311,20 @@ def read_protocol(path):
     return found
 
 
+def decimals(mean, score):
+    """Decimals that show a score to three significant digits below 0.01 (Naval's
+    RMSE of about 0.001 would show as 0.001 ± 0.000 with three)."""
+    if score == "accuracy" or 0.01 <= mean < 1:
+        return 3
+    if mean >= 1 or mean <= 0:
+        return 2
+    return 2 - math.floor(math.log10(mean))
+
+
 def _cell(records, score):
     values = [r[score] for r in records]
     seconds = np.mean([r["fit_seconds"] for r in records])
-    digits = 3 if score == "accuracy" or np.mean(values) < 1 else 2
+    digits = decimals(np.mean(values), score)
     return f"{format_estimate(*mean_and_standard_error(values), digits=digits)} ({seconds:.1f} s)"
 
 
