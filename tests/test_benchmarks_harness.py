@@ -259,6 +259,7 @@ def test_defaults_command_scores_settings_on_validation_rows_only(tmp_path, caps
         (["--params", "hidden_layer_sizes"], "NAME=VALUE"),
         (["--params", "activation=tanh"], "not a JSON value"),
         (["--params", "colour=1"], "not parameters of HyperNet"),
+        (["--methods", "SGDBaseline", "--params", "noise_dim=5"], "not parameters of SGDBaseline"),
     ],
 )
 def test_defaults_command_reports_input_problems_in_one_line(tmp_path, capsys, options, message):

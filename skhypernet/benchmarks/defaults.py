@@ -249,10 +249,12 @@ def plan(args):
         n_splits = args.splits
         if source == "uci":
             n_splits = min(n_splits, uci_n_splits(os.path.join(args.data, name)))
+        methods = [m for m in MODELS[kind] if not args.methods or m in args.methods]
+        for method in methods:
+            if params and method in TUNABLE:
+                check_params(params, kind, method)
         for split in range(n_splits):
-            for method in MODELS[kind]:
-                if args.methods and method not in args.methods:
-                    continue
+            for method in methods:
                 settings = {"source": source, "task": kind, "seed": args.seed}
                 if args.validation:
                     settings["validation"] = args.validation
@@ -284,11 +286,15 @@ def parse_params(items):
             raise BenchmarkInputError(
                 f"--params {name}: {text!r} is not a JSON value (strings need quotes)."
             ) from None
-    known = set(HyperNetRegressor().get_params()) | set(HyperNetClassifier().get_params())
-    unknown = sorted(set(params) - known)
-    if unknown:
-        raise BenchmarkInputError(f"--params: {unknown} are not parameters of HyperNet.")
     return sorted(params.items())
+
+
+def check_params(params, kind, method):
+    """Refuse ``params`` that the method's estimator for ``kind`` does not take."""
+    valid = MODELS[kind][method](0).get_params()
+    unknown = sorted(name for name, _ in params if name not in valid)
+    if unknown:
+        raise BenchmarkInputError(f"--params: {unknown} are not parameters of {method} ({kind}).")
 
 
 def read_protocol(path):
