@@ -502,8 +502,8 @@ def test_every_benchmark_option_has_help_and_no_markup(capsys):
 
 def test_defaults_table_shows_tiny_errors_to_three_significant_digits():
     records = [
-        {"dataset": "naval", "split": split, "method": "HyperNet", "settings": {"task": t}}
-        | {"rmse": rmse, "fit_seconds": 1.0}
-        for split, (t, rmse) in enumerate([("regression", 0.00089), ("regression", 0.00091)])
+        {"dataset": "naval", "split": split, "method": "HyperNet", "rmse": rmse}
+        | {"settings": {"task": "regression"}, "fit_seconds": 1.0}
+        for split, rmse in enumerate([0.00089, 0.00091])
     ]
     assert "| naval | 2 | 0.000900 ± 0.000010 (1.0 s) |" in defaults_summary(records)

@@ -139,10 +139,15 @@ def load_split(task):
     if settings["source"] == "uci":
         return load_uci(os.path.join(task["data"], task["dataset"]), task["split"])
     X, y = BUILTIN[task["dataset"]][0](return_X_y=True)
-    cut = StratifiedShuffleSplit if settings["task"] == "classification" else ShuffleSplit
-    splitter = cut(n_splits=1, test_size=BUILTIN_TEST_SIZE, random_state=task["split"])
-    train, test = next(splitter.split(X, y))
-    return X[train], X[test], y[train], y[test]
+    return random_cut(X, y, settings["task"], BUILTIN_TEST_SIZE, task["split"])
+
+
+def random_cut(X, y, kind, fraction, seed):
+    """``X_kept, X_cut, y_kept, y_cut``: a random ``fraction`` of the rows cut
+    off (stratified for classification)."""
+    cut = StratifiedShuffleSplit if kind == "classification" else ShuffleSplit
+    kept, held = next(cut(n_splits=1, test_size=fraction, random_state=seed).split(X, y))
+    return X[kept], X[held], y[kept], y[held]
 
 
 def scored_rows(task):
@@ -153,10 +158,7 @@ def scored_rows(task):
     fraction = task["settings"].get("validation", 0.0)
     if not fraction:
         return X_train, X_test, y_train, y_test
-    cut = StratifiedShuffleSplit if task["settings"]["task"] == "classification" else ShuffleSplit
-    splitter = cut(n_splits=1, test_size=fraction, random_state=task["split"])
-    fit, scored = next(splitter.split(X_train, y_train))
-    return X_train[fit], X_train[scored], y_train[fit], y_train[scored]
+    return random_cut(X_train, y_train, task["settings"]["task"], fraction, task["split"])
 
 
 def estimator_label(method, params):
