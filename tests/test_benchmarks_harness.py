@@ -248,27 +248,34 @@ def test_defaults_command_scores_settings_on_validation_rows_only(tmp_path, caps
 
 
 @pytest.mark.parametrize(
-    "options, message",
+    "command, options, message",
     [
-        (["--datasets", "nowhere"], "not built in"),
-        (["--methods", "XGBoost"], "Unknown methods"),
-        (["--splits", "0"], "at least 1"),
-        (["--protocol", "missing.jsonl"], "not a file"),
-        (["--validation", "1.5"], "must be in [0, 1)"),
-        (["--validation", "0.2", "--protocol", "p.jsonl"], "cannot be combined"),
-        (["--params", "hidden_layer_sizes"], "NAME=VALUE"),
-        (["--params", "activation=tanh"], "not a JSON value"),
-        (["--params", "colour=1"], "not parameters of HyperNet"),
-        (["--methods", "SGDBaseline", "--params", "noise_dim=5"], "not parameters of SGDBaseline"),
+        ("defaults", ["--datasets", "nowhere"], "not built in"),
+        ("defaults", ["--methods", "XGBoost"], "Unknown methods"),
+        ("defaults", ["--splits", "0"], "at least 1"),
+        ("defaults", ["--protocol", "missing.jsonl"], "not a file"),
+        ("defaults", ["--validation", "1.5"], "must be in [0, 1)"),
+        ("defaults", ["--validation", "0.2", "--protocol", "p.jsonl"], "cannot be combined"),
+        ("defaults", ["--params", "hidden_layer_sizes"], "NAME=VALUE"),
+        ("defaults", ["--params", "activation=tanh"], "not a JSON value"),
+        ("defaults", ["--params", "colour=1"], "not parameters of HyperNet"),
+        (
+            "defaults",
+            ["--methods", "SGDBaseline", "--params", "noise_dim=5"],
+            "not parameters of SGDBaseline",
+        ),
+        ("gap", ["--half-gaps", "4"], "not between 0 and 4"),
+        ("gap", ["--seeds", "0"], "--seeds must be at least 1"),
+        ("gap", ["--members", "1"], "--members must be at least 2"),
     ],
 )
-def test_defaults_command_reports_input_problems_in_one_line(tmp_path, capsys, options, message):
+def test_commands_report_input_problems_in_one_line(tmp_path, capsys, command, options, message):
     with pytest.raises(SystemExit) as stop:
-        main(["defaults", "--results", str(tmp_path / "d.jsonl"), *options])
+        main([command, "--results", str(tmp_path / "r.jsonl"), *options])
     assert stop.value.code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
-    assert not (tmp_path / "d.jsonl").exists()
+    assert not (tmp_path / "r.jsonl").exists()
 
 
 KEYS = ("dataset", "split")
@@ -507,3 +514,26 @@ def test_defaults_table_shows_tiny_errors_to_three_significant_digits():
         for split, rmse in enumerate([0.00089, 0.00091])
     ]
     assert "| naval | 2 | 0.000900 ± 0.000010 (1.0 s) |" in defaults_summary(records)
+
+
+def test_gap_command_records_table_and_resume(tmp_path, capsys):
+    from skhypernet.benchmarks.gap import gap_data, scored_points
+
+    results = tmp_path / "gap.jsonl"
+    args = ["gap", "--half-gaps", "2", "--seeds", "2", "--epochs", "3", "--members", "2"]
+    assert main(args + ["--results", str(results)]) == 0
+    records = read_records(results)
+    assert len(records) == 10  # five methods, two seeds
+    for record in records:
+        assert record["ratio"] == pytest.approx(record["std_gap"] / record["std_on_data"])
+    # A model with a single set of weights has the same std everywhere: its noise.
+    baseline = [r for r in records if r["method"] == "SGDBaseline"]
+    assert all(r["ratio"] == pytest.approx(1.0) for r in baseline)
+    out = capsys.readouterr().out
+    assert "| -2 < x < 2 | GP (ML-II) | 2 |" in out
+    assert main(args + ["--results", str(results), "--resume"]) == 0
+    assert "10 of 10 results already present; running 0." in capsys.readouterr().out
+    # The gallery's data: no row in the gap, the scored points at the centres.
+    X, _ = gap_data(1.0, seed=0)
+    assert X.shape == (300, 1) and not np.any(np.abs(X) < 1.0)
+    np.testing.assert_allclose(scored_points(1.0)[:, 0], [0.0, -2.5, 2.5])

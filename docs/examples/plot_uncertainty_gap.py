@@ -16,6 +16,14 @@ deviations of ``predict(return_std=True)``) and, darker, its epistemic part:
   other mean-field-style objectives (Foong et al., 2019, "'In-Between'
   Uncertainty in Bayesian Neural Networks"), this one does not express
   uncertainty between clusters of data.
+
+For scale, ``python -m skhypernet.benchmarks gap`` fits the same data with
+five seeds beside two references: the standard deviation at x = 0 over its
+mean at the clusters' centres is 0.96 for ``kl_weight=0.1``, 0.97 for a deep
+ensemble of ten MLPs, and 1.06 for a Gaussian process whose kernel is fitted
+to the data (its length scale, 2.2, is longer than the gap is wide).  With
+the gap widened to -2 < x < 2 the Gaussian process's ratio is 2.55 while the
+networks' stay near 1.
 """
 
 import matplotlib.pyplot as plt

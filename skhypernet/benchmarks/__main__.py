@@ -3,7 +3,8 @@
 Commands: ``uci`` (Table 1), ``mnist`` (Table 2), ``figure2`` (weight
 diffusion, Figure 2), ``defaults`` (every estimator with its defaults beside
 scikit-learn's), ``kl-weight`` (cross-validation of ``kl_weight`` on
-training rows), ``speed`` (the training engine against scikit-learn's
+training rows), ``gap`` (predictive std between two clusters of data, beside
+a deep ensemble and a Gaussian process), ``speed`` (the training engine against scikit-learn's
 MLP), ``memory`` (peak memory of predict on many rows) and ``search`` (a
 parallel GridSearchCV).
 ``COMMAND --help`` lists each one's options.
@@ -13,7 +14,7 @@ import argparse
 import signal
 import sys
 
-from . import defaults, kl_weight, memory, mnist, red_team, search, speed, uci
+from . import defaults, gap, kl_weight, memory, mnist, red_team, search, speed, uci
 from ._results import BenchmarkInputError
 
 
@@ -39,6 +40,7 @@ def main(argv=None):
     kl_weight.add_arguments(
         commands.add_parser("kl-weight", help="choose kl_weight by cross-validation")
     )
+    gap.add_arguments(commands.add_parser("gap", help="in-between uncertainty beside references"))
     speed.add_arguments(commands.add_parser("speed", help="training engine speed"))
     memory.add_arguments(commands.add_parser("memory", help="peak memory of predict"))
     search.add_arguments(commands.add_parser("search", help="GridSearchCV, n_jobs=1 vs 2"))
@@ -54,6 +56,7 @@ def main(argv=None):
         "figure2": uci.run_figure,
         "defaults": defaults.run,
         "kl-weight": kl_weight.run,
+        "gap": gap.run,
         "speed": speed.run,
         "memory": memory.run,
         "search": search.run,
