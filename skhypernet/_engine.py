@@ -280,6 +280,12 @@ class Layer(NamedTuple):
     grad_matrix: torch.Tensor
     fan_in_with_bias: int
     fan_out: int
+    # Point-estimate weights (a code of size 1): the weight rows and the bias row.
+    weight: torch.Tensor
+    weight_t: torch.Tensor
+    bias: torch.Tensor
+    grad_weight: torch.Tensor
+    grad_bias: torch.Tensor
 
     @classmethod
     def all(cls, values, grads):
@@ -297,6 +303,11 @@ class Layer(NamedTuple):
                     grad_matrix,
                     fan_in_with_bias,
                     fan_out,
+                    matrix[:, :-1],
+                    matrix[:, :-1].transpose(1, 2),
+                    matrix[:, -1:],
+                    grad_matrix[:, :-1],
+                    grad_matrix[:, -1:],
                 )
             )
         return layers
@@ -348,16 +359,19 @@ def batch_gradients(values, grads, loss, batch, layers=None):
     saved = []
     out = x
     for index, layer in enumerate(layers):
-        inputs = with_ones(out)
         fan_in_with_bias, fan_out = layer.fan_in_with_bias, layer.fan_out
         if not hyper:
-            out = torch.bmm(inputs, layer.matrix)
+            # Without codes the bias row needs no column of ones.
+            inputs = out
+            out = torch.baddbmm(layer.bias, inputs, layer.weight)
             intermediate = reordered = None
         elif contracts_inputs_first(n, fan_in_with_bias, fan_out):
+            inputs = with_ones(out)
             reordered = layer.head.transpose(1, 2).reshape(n_replicas, fan_in_with_bias, -1)
             intermediate = torch.bmm(inputs, reordered).view(flat_rows, code_size, fan_out)
             out = torch.bmm(codes_row, intermediate).view(n_replicas, n, fan_out)
         else:
+            inputs = with_ones(out)
             reordered = None
             intermediate = codes_column * inputs.view(flat_rows, 1, fan_in_with_bias)
             intermediate = intermediate.view(n_replicas, n, -1)
@@ -376,10 +390,11 @@ def batch_gradients(values, grads, loss, batch, layers=None):
         fan_in_with_bias, fan_out = layer.fan_in_with_bias, layer.fan_out
         inputs, intermediate, reordered, _ = saved[index]
         if not hyper:
-            sum_over_rows(inputs, delta, layer.grad_matrix)
+            sum_over_rows(inputs, delta, layer.grad_weight)
+            torch.sum(delta, 1, keepdim=True, out=layer.grad_bias)
             if index == 0 and not needs_input_gradient:
                 break
-            grad_inputs = torch.bmm(delta, layer.matrix_t)
+            grad_x = torch.bmm(delta, layer.weight_t)
         else:
             if reordered is not None:
                 grad_per_code = codes_column * delta.view(flat_rows, 1, fan_out)
@@ -403,12 +418,12 @@ def batch_gradients(values, grads, loss, batch, layers=None):
             grad_codes = (
                 layer_grad_codes if grad_codes is None else grad_codes.add_(layer_grad_codes)
             )
-        grad_x = grad_inputs[..., :-1]
+            grad_x = grad_inputs[..., :-1]
         if index > 0:
             delta = torch.ops.aten.threshold_backward(grad_x, saved[index - 1][3], 0.0)
     if input_noise is not None:
-        grad_scale = (grad_x * batch.input_noise).sum((1, 2), keepdim=True)
-        grads.input_noise.copy_(grad_scale.mul_(torch.sigmoid(input_noise)))
+        torch.sum(grad_x * batch.input_noise, (1, 2), keepdim=True, out=grads.input_noise)
+        grads.input_noise.mul_(torch.sigmoid(input_noise))
     if hyper:
         hypernet_backward(
             values,
