@@ -45,7 +45,7 @@ from ._results import (
     markdown_table,
     mean_and_standard_error,
 )
-from .uci import execute, find_datasets, open_store
+from .uci import find_datasets, run_and_collect
 
 #: Built-in data sets: name -> (loader, task).
 BUILTIN = {
@@ -465,8 +465,8 @@ def run(args, out=None):
     out = out or sys.stdout
     tasks = plan(args)
     protocol = read_protocol(args.protocol) if args.protocol else None
-    store = open_store(args, KEY_FIELDS)
-    execute(tasks, store, args.jobs, out, task_runner=run_task, describe=describe)
-    records = store.matching([{k: t[k] for k in KEY_FIELDS} for t in tasks])
+    records = run_and_collect(
+        args, tasks, KEY_FIELDS, out, task_runner=run_task, describe=describe
+    )
     print("\n" + summary(records, protocol), file=out)
     return 0

@@ -31,7 +31,7 @@ from ._results import (
     markdown_table,
     mean_and_standard_error,
 )
-from .uci import execute, open_store
+from .uci import run_and_collect
 
 METHODS = ("SGDBaseline", "HyperNet", "HyperNet-KL", "Deep ensemble", "GP (ML-II)")
 #: Where the clusters end: the data cover ``-4 < x < -g`` and ``g < x < 4``.
@@ -234,17 +234,10 @@ def run(args, out=None):
 
     out = out or sys.stdout
     tasks = plan(args)
-    store = open_store(args, KEY_FIELDS)
-    execute(
-        tasks,
-        store,
-        args.jobs,
-        out,
-        task_runner=run_task,
-        key_fields=KEY_FIELDS,
-        describe=describe,
+    records = run_and_collect(
+        args, tasks, KEY_FIELDS, out, task_runner=run_task, describe=describe
     )
-    print("\n" + summary(store.matching([{k: t[k] for k in KEY_FIELDS} for t in tasks])), file=out)
+    print("\n" + summary(records), file=out)
     return 0
 
 

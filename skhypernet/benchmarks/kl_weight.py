@@ -25,11 +25,10 @@ from ._results import (
 from .uci import (
     batch_size_for,
     build_model,
-    execute,
     find_datasets,
     hidden_for,
-    open_store,
     predictive_scores,
+    run_and_collect,
     standardise,
 )
 
@@ -161,9 +160,7 @@ def run(args, out=None):
 
     out = out or sys.stdout
     tasks = plan(args)
-    store = open_store(args, KEY_FIELDS)
-    execute(tasks, store, args.jobs, out, task_runner=run_task, key_fields=KEY_FIELDS)
-    table, best = summary(store.matching([{k: t[k] for k in KEY_FIELDS} for t in tasks]))
+    table, best = summary(run_and_collect(args, tasks, KEY_FIELDS, out, task_runner=run_task))
     print("\n" + table, file=out)
     print(f"\nBest mean rank of validation log-likelihood: kl_weight={best:g}", file=out)
     return 0

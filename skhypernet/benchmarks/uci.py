@@ -538,10 +538,7 @@ def run(args, out=None):
     if not 0 <= args.held_out < 1:
         raise BenchmarkInputError(f"--held-out must be in [0, 1), got {args.held_out}.")
     tasks = plan(args, splits_of, args.methods, held_out=args.held_out)
-    store = open_store(args, UCI_RECORD_KEYS)
-    execute(tasks, store, args.jobs, out, lockstep=args.lockstep)
-    # Only this run's settings: a table never mixes runs of other settings.
-    records = store.matching([{k: t[k] for k in UCI_RECORD_KEYS} for t in tasks])
+    records = run_and_collect(args, tasks, UCI_RECORD_KEYS, out, lockstep=args.lockstep)
     print("\n" + summary_table(records), file=out)
     if any("ll" in record for record in records):
         print("\n" + uncertainty_table(records), file=out)
@@ -553,6 +550,15 @@ def open_store(args, record_keys):
     return ResultStore(
         args.results, resume=args.resume, overwrite=args.overwrite, record_keys=record_keys
     )
+
+
+def run_and_collect(args, tasks, record_keys, out, **execute_options):
+    """Run the ``tasks`` not yet in the run's results file (:func:`execute`) and
+    return the records of exactly these tasks: a table never mixes runs of
+    other settings."""
+    store = open_store(args, record_keys)
+    execute(tasks, store, args.jobs, out, key_fields=record_keys, **execute_options)
+    return store.matching([{k: t[k] for k in record_keys} for t in tasks])
 
 
 def run_figure(args, out=None):
@@ -568,10 +574,7 @@ def run_figure(args, out=None):
         return range(min(args.repetitions, uci_n_splits(folder)))
 
     tasks = plan(args, splits_of, args.methods)
-    store = open_store(args, UCI_RECORD_KEYS)
-    execute(tasks, store, args.jobs, out, lockstep=args.lockstep)
-    plot_weight_diffusion(
-        store.matching([{k: t[k] for k in UCI_RECORD_KEYS} for t in tasks]), args.figure
-    )
+    records = run_and_collect(args, tasks, UCI_RECORD_KEYS, out, lockstep=args.lockstep)
+    plot_weight_diffusion(records, args.figure)
     print(f"Figure written to {args.figure}", file=out)
     return 0
