@@ -199,9 +199,11 @@ REGRESSOR_ATTRIBUTES = """
     noise_variance_ : ndarray of shape (`n_outputs_`,) or None
         With ``loss='squared_error'``, the observation noise in target units:
         with ``early_stopping``, the mean squared residual of the held-out
-        validation rows; otherwise the last epoch's training loss (free to
-        compute, but optimistic where the network fits its training rows
-        closely).  None with ``loss='gaussian_nll'``.
+        validation rows, cross-fitted on their two halves (each half measures
+        the epoch that the other half scores best, so that choosing the epoch
+        does not make the estimate optimistic); otherwise the last epoch's
+        training loss (free to compute, but optimistic where the network fits
+        its training rows closely).  None with ``loss='gaussian_nll'``.
 """
 
 HYPERNET_ATTRIBUTES = """\

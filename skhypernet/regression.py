@@ -19,12 +19,42 @@ from ._base import (
 from ._docstrings import fill_doc
 
 
+def held_out_noise_variance(half_errors):
+    """Observation noise estimated on held-out rows, cross-fitted on their halves.
+
+    The epoch whose parameters are kept is the one that scores best on the
+    validation rows, so their error at that epoch is the lowest of many noisy
+    values and falls below the error on new rows, the more so the more epochs
+    were compared and the fewer rows compared them.  Instead, each half of the rows
+    picks the epoch it scores best and the other half measures that epoch's
+    error; the noise is the mean of the two measurements.  That is honest for
+    a model chosen on half the rows and a little conservative for the kept
+    one, chosen on all of them.
+
+    Parameters
+    ----------
+    half_errors : ndarray of shape (n_epochs, 2, n_outputs)
+        Mean squared residual, in standardised target units, of each half of
+        the validation rows at each scored epoch.
+
+    Returns
+    -------
+    noise_variance : ndarray of shape (n_outputs,)
+        The noise variance per output, in standardised units.
+    """
+    # The halves choose as the kept epoch is chosen (R^2 averaged over the
+    # outputs): standardised errors summed over the outputs.
+    first_pick, second_pick = np.argmin(half_errors.sum(axis=2), axis=0)
+    return (half_errors[first_pick, 1] + half_errors[second_pick, 0]) / 2
+
+
 class _StochasticRegressor(RegressorMixin, BaseStochasticNetwork):
     """Regression task: standardised targets, squared error or Gaussian likelihood.
 
     The predictive distribution of a row is the mixture over weight samples
     of Gaussians: with ``loss='squared_error'`` their variance is the
-    ``noise_variance_`` estimated from the training residuals; with
+    ``noise_variance_`` estimated from the residuals of held-out rows (or of
+    the training rows without early stopping); with
     ``loss='gaussian_nll'`` the network outputs a mean and a log-variance per
     target, so the noise is learned and may depend on x.
     """
@@ -138,17 +168,16 @@ class _StochasticRegressor(RegressorMixin, BaseStochasticNetwork):
 
     def _after_training(self):
         # The observation noise of the squared-error model.  Held-out rows give
-        # an honest estimate, taken from the scoring of the epoch whose
-        # parameters were kept; without them, the last epoch's training loss is
-        # free but optimistic where the network fits the training rows closely.
-        epoch_noise = getattr(self, "_epoch_validation_noise", [])
+        # an honest estimate (see held_out_noise_variance); without them, the
+        # last epoch's training loss is free but optimistic where the network
+        # fits the training rows closely.
+        half_errors = getattr(self, "_epoch_validation_noise", [])
         self._epoch_validation_noise = []
         if self._gaussian():
             self.noise_variance_ = self._standardised_noise = None
             return
-        if epoch_noise:
-            scores = self._history.validation_scores[-len(epoch_noise) :]
-            standardised = epoch_noise[int(np.argmax(scores))]
+        if half_errors:
+            standardised = held_out_noise_variance(np.array(half_errors))
         else:
             # Before any finished epoch the network knows nothing: the targets'
             # own (standardised) variance is the noise.
@@ -162,11 +191,15 @@ class _StochasticRegressor(RegressorMixin, BaseStochasticNetwork):
         predicted = self._predict_tensor(X)
         if not self._gaussian():
             residuals = np.reshape(y, (len(y), -1)) - np.reshape(predicted, (len(y), -1))
-            residuals = residuals / self.target_scale_
+            squared = (residuals / self.target_scale_) ** 2
+            halves = [slice(0, None, 2), slice(1, None, 2)]
+            if min(np.sum(sample_weight[half]) for half in halves) <= 0:
+                # One half has no weight: both halves are the whole set.
+                halves = [slice(None)] * 2
             if not hasattr(self, "_epoch_validation_noise"):
                 self._epoch_validation_noise = []
             self._epoch_validation_noise.append(
-                np.average(residuals**2, axis=0, weights=sample_weight)
+                [np.average(squared[half], axis=0, weights=sample_weight[half]) for half in halves]
             )
         return r2_score(y, predicted, sample_weight=sample_weight)
 

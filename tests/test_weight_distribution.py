@@ -11,6 +11,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.preprocessing import StandardScaler
 
 from skhypernet import HyperNetClassifier, HyperNetRegressor, SGDBaseline
+from skhypernet.regression import held_out_noise_variance
 
 
 def sine(n=120, noise=0.2, seed=0):
@@ -91,27 +92,44 @@ def test_noise_without_validation_rows_is_the_last_epochs_training_loss(cls):
     )
 
 
-def test_noise_with_early_stopping_comes_from_the_held_out_rows(monkeypatch):
-    from skhypernet import _base
+def test_noise_with_early_stopping_is_cross_fitted_on_the_held_out_rows(monkeypatch):
+    # Each half of the validation rows scores the epoch the other half scores best.
+    residuals_by_epoch = []
+    score = HyperNetRegressor._validation_score
 
-    split = {}
+    def recording_score(self, X, y, sample_weight):
+        residuals_by_epoch.append((y - self._predict_tensor(X)) / self.target_scale_)
+        return score(self, X, y, sample_weight)
 
-    def recording_split(*arrays, **options):
-        parts = _base.train_test_split.__wrapped__(*arrays, **options)
-        split["X_val"], split["y_val"] = parts[1], parts[-1]
-        return parts
-
-    recording_split.__wrapped__ = _base.train_test_split
-    monkeypatch.setattr(_base, "train_test_split", recording_split)
+    monkeypatch.setattr(HyperNetRegressor, "_validation_score", recording_score)
     X, y = sine(n=80, noise=0.5, seed=1)
     model = fit_quietly(
         HyperNetRegressor(early_stopping=True, validation_fraction=0.25, max_iter=30),
         X,
         y,
     )
-    residuals = split["y_val"] - model.predict(split["X_val"])
-    assert len(residuals) == 20
-    np.testing.assert_allclose(model.noise_variance_, [np.mean(residuals**2)], rtol=1e-6)
+    squared = np.array(residuals_by_epoch) ** 2
+    assert squared.shape[1] == 20 and len(squared) > 1
+    first, second = squared[:, 0::2].mean(axis=1), squared[:, 1::2].mean(axis=1)
+    expected = (second[np.argmin(first)] + first[np.argmin(second)]) / 2
+    np.testing.assert_allclose(model.noise_variance_ / model.target_scale_**2, [expected])
+
+
+def test_held_out_noise_is_free_of_the_bias_of_choosing_the_epoch():
+    # Simulated validation residuals of 500 epochs whose models are equally
+    # good on new rows (expected squared error 1 + 0.5**2): the best epoch's
+    # error on the rows that chose it is far below that, the cross-fitted one is not.
+    rng = np.random.RandomState(0)
+    expected_error = 1.25
+    kept, cross_fitted = [], []
+    for _ in range(200):
+        residuals = rng.normal(size=40) + 0.5 * rng.normal(size=(500, 40))
+        squared = residuals**2
+        halves = np.stack([squared[:, 0::2].mean(1), squared[:, 1::2].mean(1)], axis=1)
+        kept.append(squared.mean(1).min())
+        cross_fitted.append(held_out_noise_variance(halves[:, :, None])[0])
+    assert np.mean(kept) < 0.85 * expected_error
+    assert abs(np.mean(cross_fitted) / expected_error - 1) < 0.05
 
 
 def test_gaussian_nll_hypernet_trains_at_batch_size_one_on_real_data():

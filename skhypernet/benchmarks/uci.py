@@ -349,6 +349,9 @@ def plan(args, splits_of, methods, held_out=0.0):
                     method_settings["kl_weight"] = args.kl_weight
                     if held_out:
                         method_settings["held_out"] = held_out
+                        # Records from before the noise was cross-fitted on the
+                        # held-out halves lack this key: they are other runs.
+                        method_settings["held_out_noise"] = "cross-fitted"
                 tasks.append(
                     {
                         "data": args.data,
