@@ -42,8 +42,8 @@ def held_out_noise_variance(half_errors):
     noise_variance : ndarray of shape (n_outputs,)
         The noise variance per output, in standardised units.
     """
-    # The halves choose as the kept epoch is chosen (R^2 averaged over the
-    # outputs): standardised errors summed over the outputs.
+    # The halves choose nearly as the kept epoch is chosen (R^2 averaged over
+    # the outputs): by the standardised errors summed over the outputs.
     first_pick, second_pick = np.argmin(half_errors.sum(axis=2), axis=0)
     return (half_errors[first_pick, 1] + half_errors[second_pick, 0]) / 2
 
@@ -171,8 +171,8 @@ class _StochasticRegressor(RegressorMixin, BaseStochasticNetwork):
         # an honest estimate (see held_out_noise_variance); without them, the
         # last epoch's training loss is free but optimistic where the network
         # fits the training rows closely.
-        half_errors = getattr(self, "_epoch_validation_noise", [])
-        self._epoch_validation_noise = []
+        half_errors = getattr(self, "_validation_half_errors", [])
+        self._validation_half_errors = []
         if self._gaussian():
             self.noise_variance_ = self._standardised_noise = None
             return
@@ -196,9 +196,9 @@ class _StochasticRegressor(RegressorMixin, BaseStochasticNetwork):
             if min(np.sum(sample_weight[half]) for half in halves) <= 0:
                 # One half has no weight: both halves are the whole set.
                 halves = [slice(None)] * 2
-            if not hasattr(self, "_epoch_validation_noise"):
-                self._epoch_validation_noise = []
-            self._epoch_validation_noise.append(
+            if not hasattr(self, "_validation_half_errors"):
+                self._validation_half_errors = []
+            self._validation_half_errors.append(
                 [np.average(squared[half], axis=0, weights=sample_weight[half]) for half in halves]
             )
         return r2_score(y, predicted, sample_weight=sample_weight)
