@@ -505,8 +505,10 @@ def kl_gradients(values, grads, weight_noise, coefficients, fixed_outputs):
     n_replicas, n_draws, code_size = codes.shape
     mean_code = codes.mean(1, keepdim=True)
     centred = codes - mean_code
-    grad_codes = torch.zeros_like(codes)
+    mean_code_t, centred_t = mean_code.transpose(1, 2), centred.transpose(1, 2)
+    grad_codes = None
     total = codes.new_zeros(n_replicas)
+    n_weights = 0
     heads = values.heads
     for index, (head, grad_head) in enumerate(zip(heads, grads.heads)):
         fan_in = float(head.shape[2] - 1)
@@ -514,23 +516,35 @@ def kl_gradients(values, grads, weight_noise, coefficients, fixed_outputs):
             head = head[..., : head.shape[3] - fixed_outputs]
             grad_head = grad_head[..., : grad_head.shape[3] - fixed_outputs]
         flat_head = head.reshape(n_replicas, code_size, -1)
+        n_weights += flat_head.shape[2]
         mean = torch.bmm(mean_code, flat_head)
         deviations = torch.bmm(centred, flat_head)
         # The floor keeps the logarithm finite for weights that do not vary.
-        variance = deviations.square().sum(1, keepdim=True) / (n_draws - 1) + 1e-12
-        prior_ratio = fan_in * variance
-        terms = prior_ratio + fan_in * mean.square() - 1.0 - torch.log(prior_ratio)
-        total += 0.5 * terms.sum((1, 2))
-        grad_mean = fan_in * mean
-        grad_deviations = deviations * ((fan_in - 1.0 / variance) / (n_draws - 1))
-        grad_flat_head = torch.bmm(mean_code.transpose(1, 2), grad_mean)
-        grad_flat_head.baddbmm_(centred.transpose(1, 2), grad_deviations)
+        variance = deviations.square().sum(1, keepdim=True)
+        variance.mul_(1.0 / (n_draws - 1)).add_(1e-12)
+        prior_ratio = variance * fan_in
+        log_ratio = torch.log(prior_ratio)
+        # fan_in * v - log(fan_in * v) + fan_in * m^2 per weight; the -1 of
+        # each weight is subtracted once, after the loop.
+        terms = prior_ratio.sub_(log_ratio).addcmul_(mean, mean, value=fan_in)
+        total.add_(terms.sum((1, 2)), alpha=0.5)
+        grad_mean = mean.mul_(fan_in)
+        grad_deviations = deviations.mul_(
+            variance.reciprocal_().sub_(fan_in).mul_(-1.0 / (n_draws - 1))
+        )
+        # With one mean code the first product is an outer product, which a
+        # broadcast multiplication computes faster than bmm.
+        grad_flat_head = torch.baddbmm(mean_code_t * grad_mean, centred_t, grad_deviations)
         grad_head.add_(grad_flat_head.mul_(coefficients).view(grad_head.shape))
+        # Every draw's weights get d/d(mean) / n_draws besides their own term.
         # The centred codes' gradient has zero column means already (so does
         # ``deviations``): no correction for the centring is needed.
-        flat_head_t = flat_head.transpose(1, 2)
-        grad_codes.baddbmm_(grad_deviations, flat_head_t)
-        grad_codes += torch.bmm(grad_mean, flat_head_t) / n_draws
+        grad_deviations.add_(grad_mean, alpha=1.0 / n_draws)
+        if grad_codes is None:
+            grad_codes = torch.bmm(grad_deviations, flat_head.transpose(1, 2))
+        else:
+            grad_codes.baddbmm_(grad_deviations, flat_head.transpose(1, 2))
+    total.sub_(0.5 * n_weights)
     hypernet_backward(
         values, grads, grad_codes, weight_noise, hidden_inputs, hidden_pre, None, coefficients
     )
