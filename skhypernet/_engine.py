@@ -505,7 +505,9 @@ def kl_gradients(values, grads, weight_noise, coefficients, fixed_outputs):
     n_replicas, n_draws, code_size = codes.shape
     mean_code = codes.mean(1, keepdim=True)
     centred = codes - mean_code
-    mean_code_t, centred_t = mean_code.transpose(1, 2), centred.transpose(1, 2)
+    # The regulariser's weight per replica goes into the (small) codes.
+    scaled_mean_code_t = mean_code.transpose(1, 2) * coefficients
+    scaled_centred_t = centred.transpose(1, 2) * coefficients
     grad_codes = None
     total = codes.new_zeros(n_replicas)
     n_weights = 0
@@ -532,18 +534,26 @@ def kl_gradients(values, grads, weight_noise, coefficients, fixed_outputs):
         grad_deviations = deviations.mul_(
             variance.reciprocal_().sub_(fan_in).mul_(-1.0 / (n_draws - 1))
         )
-        # With one mean code the first product is an outer product, which a
-        # broadcast multiplication computes faster than bmm.
-        grad_flat_head = torch.baddbmm(mean_code_t * grad_mean, centred_t, grad_deviations)
-        grad_head.add_(grad_flat_head.mul_(coefficients).view(grad_head.shape))
-        # Every draw's weights get d/d(mean) / n_draws besides their own term.
+        # Accumulated straight into the heads' gradient where it is one block
+        # (not the last layer's when it has outputs outside the distribution):
+        # in lockstep these (R, C, P) passes over memory are most of the cost.
+        if grad_head.is_contiguous():
+            grad_flat_head = grad_head.view(n_replicas, code_size, -1)
+            grad_flat_head.baddbmm_(scaled_centred_t, grad_deviations)
+            grad_flat_head.baddbmm_(scaled_mean_code_t, grad_mean)
+        else:
+            grad_flat_head = torch.baddbmm(
+                scaled_mean_code_t * grad_mean, scaled_centred_t, grad_deviations
+            )
+            grad_head.add_(grad_flat_head.view(grad_head.shape))
         # The centred codes' gradient has zero column means already (so does
         # ``deviations``): no correction for the centring is needed.
-        grad_deviations.add_(grad_mean, alpha=1.0 / n_draws)
+        flat_head_t = flat_head.transpose(1, 2)
         if grad_codes is None:
-            grad_codes = torch.bmm(grad_deviations, flat_head.transpose(1, 2))
+            grad_codes = torch.bmm(grad_deviations, flat_head_t)
         else:
-            grad_codes.baddbmm_(grad_deviations, flat_head.transpose(1, 2))
+            grad_codes.baddbmm_(grad_deviations, flat_head_t)
+        grad_codes.add_(torch.bmm(grad_mean, flat_head_t), alpha=1.0 / n_draws)
     total.sub_(0.5 * n_weights)
     hypernet_backward(
         values, grads, grad_codes, weight_noise, hidden_inputs, hidden_pre, None, coefficients
