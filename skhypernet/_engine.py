@@ -509,7 +509,7 @@ def kl_gradients(values, grads, weight_noise, coefficients, fixed_outputs):
     # instead of into a pass over the heads' gradient.
     scaled_mean_code_t = mean_code.transpose(1, 2) * coefficients
     scaled_centred_t = centred.transpose(1, 2) * coefficients
-    grad_codes = None
+    grad_codes = torch.zeros_like(codes)
     total = codes.new_zeros(n_replicas)
     n_weights = 0
     heads = values.heads
@@ -551,10 +551,7 @@ def kl_gradients(values, grads, weight_noise, coefficients, fixed_outputs):
         # The centred codes' gradient has zero column means already (so does
         # ``deviations``): no correction for the centring is needed.
         flat_head_t = flat_head.transpose(1, 2)
-        if grad_codes is None:
-            grad_codes = torch.bmm(grad_deviations, flat_head_t)
-        else:
-            grad_codes.baddbmm_(grad_deviations, flat_head_t)
+        grad_codes.baddbmm_(grad_deviations, flat_head_t)
         grad_codes.add_(torch.bmm(grad_mean, flat_head_t), alpha=1.0 / n_draws)
     total.sub_(0.5 * n_weights)
     hypernet_backward(
