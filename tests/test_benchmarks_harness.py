@@ -159,7 +159,14 @@ def test_defaults_command_table_checks_and_resume(tmp_path, capsys):
                     "dataset": "toy",
                     "split": split,
                     "method": "HyperNet",
-                    "settings": {"epochs": 200},
+                    "settings": {
+                        "epochs": 3,
+                        "hidden": 4,
+                        "batch_size": 8,
+                        "predict_samples": 5,
+                        "loss": "squared_error",
+                        "seed": split,
+                    },
                     "rmse": 0.5,
                     "fit_seconds": 100.0,
                 }
@@ -184,6 +191,7 @@ def test_defaults_command_table_checks_and_resume(tmp_path, capsys):
         "HistGradientBoosting",
         "MLP, scaled y, 2,000 iter",
         "LogisticRegression",
+        "HyperNet, paper protocol",
         "--protocol",
         str(protocol),
         "--results",
@@ -192,18 +200,36 @@ def test_defaults_command_table_checks_and_resume(tmp_path, capsys):
     assert main(args) == 0
     out = capsys.readouterr().out
     records = read_records(results)
-    # toy: 4 regression methods x 2 splits; iris: 3 classification methods x 2.
-    assert len(records) == 14
+    # toy: 4 regression methods x 2 splits and the protocol refitted on each;
+    # iris: 3 classification methods x 2.
+    assert len(records) == 16
     toy = [r for r in records if r["dataset"] == "toy"]
     assert all(r["n_train"] + r["n_test"] == 60 and r["rmse"] >= 0 for r in toy)
     iris = [r for r in records if r["dataset"] == "iris"]
     assert all(r["n_test"] == 30 and 0 <= r["accuracy"] <= 1 for r in iris)
-    assert "| data set | splits | HyperNet | MLP, scaled y, 2,000 iter |" in out
-    assert "HyperNet, paper protocol |" in out and "(100.0 s), 200 epochs" in out
+    refits = [r for r in toy if r["method"] == "HyperNet, paper protocol"]
+    assert [r["settings"]["protocol"]["seed"] for r in refits] == [0, 1]
+    assert "| HistGradientBoosting | Ridge | HyperNet, paper protocol |" in out
+    # The uci run's column shows its scores, not its lockstep fit times.
+    assert "| HyperNet, paper protocol, uci run |" in out and "0.500 ± 0.000, 3 epochs |" in out
     assert "| data set | splits | HyperNet | HistGradientBoosting | LogisticRegression |" in out
+    ratio = np.mean([r["fit_seconds"] for r in toy if r["method"] == "HyperNet"]) / np.mean(
+        [r["fit_seconds"] for r in refits]
+    )
+    assert f"| {ratio:.2f} |" in out and "(1 timed side by side)" in out
     assert "Within 10% of the protocol's RMSE:" in out and "/1;" in out
     assert main(args + ["--resume"]) == 0
-    assert "14 of 14 results already present; running 0." in capsys.readouterr().out
+    assert "16 of 16 results already present; running 0." in capsys.readouterr().out
+
+
+def test_defaults_protocol_refit_is_the_uci_runs_model():
+    settings = {"epochs": 7, "hidden": 4, "batch_size": 1, "predict_samples": 5}
+    settings.update(loss="squared_error", seed=3)
+    task = {"dataset": "toy", "split": 3, "estimator": "HyperNet, paper protocol"}
+    model = build_estimator({**task, "settings": {"task": "regression", "protocol": settings}})
+    expected = build_model("HyperNet", settings).set_params(max_iter=7)
+    assert model.get_params() == expected.get_params()
+    assert model.early_stopping is False and model.random_state == 3
 
 
 def test_defaults_command_scores_settings_on_validation_rows_only(tmp_path, capsys):
