@@ -271,6 +271,10 @@ def test_defaults_command_scores_settings_on_validation_rows_only(tmp_path, caps
     task = {k: records[label][k] for k in ("dataset", "split", "estimator", "settings")}
     model = build_estimator(task)
     assert model.hidden_layer_sizes == (3,) and model.max_iter == 2
+    # Settings read back from JSON (lists) match the planned ones (tuples).
+    assert main(args + ["--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "2 of 2 results already present; running 0." in out and f"| {label} |" in out
 
 
 @pytest.mark.parametrize(

@@ -122,10 +122,13 @@ class ResultStore:
 
     def has(self, key):
         """Whether a record with these key fields exists."""
-        return any(all(record.get(k) == v for k, v in key.items()) for record in self.records)
+        return bool(self.matching([key]))
 
     def matching(self, keys):
         """The records whose key fields equal one of ``keys`` (dicts)."""
+        # Records read back from the file hold lists where the planned keys
+        # may hold tuples: compare both as JSON gives them.
+        keys = [json.loads(json.dumps(key)) for key in keys]
         return [
             r
             for r in self.records
@@ -147,7 +150,8 @@ class ResultStore:
                 handle.write(line)
                 handle.flush()
                 os.fsync(handle.fileno())
-        self.records.append(record)
+        # As a later run reads it back (lists, not tuples), so keys match both.
+        self.records.append(json.loads(line))
 
 
 def mean_and_standard_error(values):
