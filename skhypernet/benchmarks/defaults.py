@@ -440,23 +440,24 @@ def _protocol_check(dataset, cells, matched):
     """The defaults' targets on one data set (HyperNet on the protocol's splits)."""
     splits = {r["split"] for r in matched}
 
-    def mean(method, field="rmse"):
-        values = [r[field] for r in cells.get(method, []) if r["split"] in splits]
+    def mean(method, field="rmse", among=splits):
+        values = [r[field] for r in cells.get(method, []) if r["split"] in among]
         return float(np.mean(values)) if values else math.nan
 
     protocol_rmse = float(np.mean([r["rmse"] for r in matched]))
     refits = {r["split"] for r in cells.get(PROTOCOL_REFIT, [])}
     # Times of this run only, on the splits both fitted.
     timed = splits & refits & {r["split"] for r in cells["HyperNet"]}
-
-    def seconds(method):
-        return float(np.mean([r["fit_seconds"] for r in cells[method] if r["split"] in timed]))
-
+    time_fraction = (
+        mean("HyperNet", "fit_seconds", timed) / mean(PROTOCOL_REFIT, "fit_seconds", timed)
+        if timed
+        else math.nan
+    )
     return {
         "dataset": dataset,
         "rmse": mean("HyperNet"),
         "protocol_rmse": protocol_rmse,
-        "time_fraction": seconds("HyperNet") / seconds(PROTOCOL_REFIT) if timed else math.nan,
+        "time_fraction": time_fraction,
         "mlp": mean("MLP, scaled y, 2,000 iter"),
         "boosting": mean("HistGradientBoosting"),
     }
