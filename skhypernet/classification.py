@@ -3,7 +3,6 @@
 import numpy as np
 import torch
 from sklearn.base import ClassifierMixin
-from sklearn.metrics import log_loss
 from sklearn.utils.multiclass import (
     _check_partial_fit_first_call,
     check_classification_targets,
@@ -13,6 +12,32 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from . import _engine
 from ._base import BaseStochasticNetwork, HyperNetworkFamily, PointEstimateFamily
 from ._docstrings import fill_doc
+
+
+def mean_log_likelihood(probabilities, class_indices, sample_weight):
+    """Minus :func:`sklearn.metrics.log_loss`, without its input checks.
+
+    The validation rows are scored after every epoch, where ``log_loss``'s
+    checks took about a fifteenth of a small data set's fit time.
+
+    Parameters
+    ----------
+    probabilities : ndarray of shape (n_samples, n_classes)
+        Predicted class probabilities.
+    class_indices : ndarray of shape (n_samples,)
+        The column of each row's true class.
+    sample_weight : ndarray of shape (n_samples,)
+        Non-negative weights of the rows.
+
+    Returns
+    -------
+    score : float
+        Weighted mean log-probability of the true classes, the probabilities
+        clipped to ``[eps, 1 - eps]`` as ``log_loss`` clips them.
+    """
+    eps = np.finfo(probabilities.dtype).eps
+    chosen = probabilities[np.arange(len(class_indices)), class_indices]
+    return -float(np.average(-np.log(np.clip(chosen, eps, 1 - eps)), weights=sample_weight))
 
 
 class _StochasticClassifier(ClassifierMixin, BaseStochasticNetwork):
@@ -79,8 +104,8 @@ class _StochasticClassifier(ClassifierMixin, BaseStochasticNetwork):
         # The log-likelihood, not the accuracy: on a few dozen validation rows
         # the accuracy ties from epoch to epoch, so the stopping rule stopped
         # and kept early, under-trained parameters.
-        probabilities = self._proba_tensor(X)
-        return -log_loss(y, probabilities, sample_weight=sample_weight, labels=self.classes_)
+        class_indices = np.searchsorted(self.classes_, y)
+        return mean_log_likelihood(self._proba_tensor(X), class_indices, sample_weight)
 
     def partial_fit(self, X, y, sample_weight=None, classes=None):
         """Train for one epoch on X and y, continuing from the current state.

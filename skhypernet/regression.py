@@ -3,7 +3,6 @@
 import numpy as np
 import torch
 from sklearn.base import RegressorMixin
-from sklearn.metrics import r2_score
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import validate_data
@@ -17,6 +16,37 @@ from ._base import (
     check_n_samples,
 )
 from ._docstrings import fill_doc
+
+
+def weighted_r2(y, residuals, sample_weight):
+    """R^2 as :func:`sklearn.metrics.r2_score` computes it, from the residuals.
+
+    The validation rows are scored after every epoch, where ``r2_score``'s
+    input checks took about a tenth of a small data set's fit time.
+
+    Parameters
+    ----------
+    y : ndarray of shape (n_samples, n_outputs)
+        True targets.
+    residuals : ndarray of shape (n_samples, n_outputs)
+        ``y`` minus the predictions.
+    sample_weight : ndarray of shape (n_samples,)
+        Non-negative weights of the rows.
+
+    Returns
+    -------
+    score : float
+        The mean over outputs of ``1 - SS_res / SS_tot``; an output with
+        constant targets scores 1 when predicted exactly, else 0.
+    """
+    weights = sample_weight[:, None]
+    numerator = np.sum(weights * residuals**2, axis=0)
+    centred = y - np.average(y, axis=0, weights=sample_weight)
+    denominator = np.sum(weights * centred**2, axis=0)
+    scores = np.where(numerator == 0, 1.0, 0.0)
+    defined = denominator != 0
+    scores[defined] = 1 - numerator[defined] / denominator[defined]
+    return float(np.mean(scores))
 
 
 def held_out_noise_variance(half_errors):
@@ -188,9 +218,9 @@ class _StochasticRegressor(RegressorMixin, BaseStochasticNetwork):
         self.noise_variance_ = self._standardised_noise * self.target_scale_**2
 
     def _validation_score(self, X, y, sample_weight):
-        predicted = self._predict_tensor(X)
+        y = np.reshape(y, (len(y), -1))
+        residuals = y - np.reshape(self._predict_tensor(X), y.shape)
         if not self._gaussian():
-            residuals = np.reshape(y, (len(y), -1)) - np.reshape(predicted, (len(y), -1))
             squared = (residuals / self.target_scale_) ** 2
             halves = [slice(0, None, 2), slice(1, None, 2)]
             if min(np.sum(sample_weight[half]) for half in halves) <= 0:
@@ -201,7 +231,7 @@ class _StochasticRegressor(RegressorMixin, BaseStochasticNetwork):
             self._validation_half_errors.append(
                 [np.average(squared[half], axis=0, weights=sample_weight[half]) for half in halves]
             )
-        return r2_score(y, predicted, sample_weight=sample_weight)
+        return weighted_r2(y, residuals, sample_weight)
 
     def partial_fit(self, X, y, sample_weight=None):
         """Train for one epoch on X and y, continuing from the current state.

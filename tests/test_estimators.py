@@ -418,3 +418,44 @@ def test_iris_classification_scores_well():
     X = (X - X.mean(axis=0)) / X.std(axis=0)
     for cls in CLASSIFIERS:
         assert cls(random_state=0).fit(X, y).score(X, y) > 0.9
+
+
+@pytest.mark.parametrize("n_outputs", [1, 3])
+def test_validation_r2_is_sklearns_r2_score(n_outputs):
+    # The score compared after every epoch skips r2_score's input checks
+    # (about a tenth of a small fit's time) and must still be that score.
+    from sklearn.metrics import r2_score
+
+    from skhypernet.regression import weighted_r2
+
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=(40, n_outputs))
+    predicted = y + rng.normal(scale=0.5, size=y.shape)
+    weights = rng.uniform(0, 2, size=40)
+    weights[:5] = 0.0
+    cases = [(y, predicted), (y, y)]
+    constant = np.ones_like(y)
+    cases += [(constant, constant), (constant, predicted)]
+    for truth, guess in cases:
+        for w in [weights, np.ones(40)]:
+            expected = r2_score(truth, guess, sample_weight=w)
+            assert weighted_r2(truth, truth - guess, w) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("n_classes", [2, 4])
+def test_validation_log_likelihood_is_minus_sklearns_log_loss(n_classes):
+    from sklearn.metrics import log_loss
+
+    from skhypernet.classification import mean_log_likelihood
+
+    rng = np.random.default_rng(1)
+    logits = rng.normal(scale=3, size=(30, n_classes))
+    probabilities = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    # Certain and impossible predictions are clipped as log_loss clips them.
+    probabilities[0] = np.eye(n_classes)[0]
+    labels = rng.integers(n_classes, size=30)
+    labels[0] = 1
+    weights = rng.uniform(0, 2, size=30)
+    for w in [weights, np.ones(30)]:
+        expected = -log_loss(labels, probabilities, sample_weight=w, labels=range(n_classes))
+        assert mean_log_likelihood(probabilities, labels, w) == pytest.approx(expected, rel=1e-12)
