@@ -142,8 +142,9 @@ def resolve_device(device):
 
 def _to_tensor(array, dtype, device):
     # torch.tensor copies: inputs may be read-only memmaps, which torch cannot
-    # share memory with safely.
-    return torch.tensor(np.asarray(array), dtype=dtype, device=device)
+    # share memory with safely.  It refuses views with negative strides
+    # (X[::-1]), which validate_data passes through unchanged.
+    return torch.tensor(np.ascontiguousarray(array), dtype=dtype, device=device)
 
 
 @dataclasses.dataclass

@@ -459,3 +459,17 @@ def test_validation_log_likelihood_is_minus_sklearns_log_loss(n_classes):
     for w in [weights, np.ones(30)]:
         expected = -log_loss(labels, probabilities, sample_weight=w, labels=range(n_classes))
         assert mean_log_likelihood(probabilities, labels, w) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_views_with_negative_strides_are_accepted(cls):
+    # X[::-1] is a view with a negative stride, which torch.tensor refuses:
+    # predict crashed inside torch on such float64 input.
+    X, y = data_for(cls, n=60)
+    model = cls(**FAST).fit(X[::-1], y[::-1])
+    np.testing.assert_array_equal(predictions(model, X[::-1]), predictions(model, X[::-1].copy()))
+    if cls in REGRESSORS:
+        np.testing.assert_array_equal(
+            model.predict(X[::-1], return_std=True)[1],
+            model.predict(X[::-1].copy(), return_std=True)[1],
+        )
