@@ -405,7 +405,11 @@ def batch_gradients(values, grads, loss, batch, layers=None):
                         n_replicas, fan_in_with_bias, code_size, fan_out
                     ).transpose(1, 2)
                 )
-                layer_grad_codes = torch.bmm(intermediate, delta.view(flat_rows, fan_out, 1))
+                if fan_out == 1:
+                    # One product per code: the same values, several times faster than bmm.
+                    layer_grad_codes = intermediate * delta.view(flat_rows, 1, 1)
+                else:
+                    layer_grad_codes = torch.bmm(intermediate, delta.view(flat_rows, fan_out, 1))
                 grad_inputs = torch.bmm(grad_per_code, reordered.transpose(1, 2))
             else:
                 sum_over_rows(intermediate, delta, layer.grad_matrix)
@@ -924,7 +928,7 @@ def run_epoch(
             model.draw_noise(rows.shape[1], data.X.shape[2], generator)
             for model, generator in zip(models, generators)
         ]
-        noise = [torch.stack(kind) if kind[0].numel() else None for kind in zip(*draws)]
+        noise = [stack_replicas(kind) if kind[0].numel() else None for kind in zip(*draws)]
         n_steps = -(-rows.shape[1] // batch_size)
         if with_kl:
             kl_noise = torch.stack(
@@ -974,6 +978,11 @@ def run_epoch(
     output_losses = torch.stack(chunk_sums).sum(0).cpu().double() / n_samples
     kl = (torch.stack(kl_sums).sum(0) / n_steps).tolist() if with_kl else [0.0] * n_replicas
     return output_losses, kl, n_steps
+
+
+def stack_replicas(tensors):
+    """The replicas' tensors stacked on a new first dimension; a view for one."""
+    return tensors[0].unsqueeze(0) if len(tensors) == 1 else torch.stack(tensors)
 
 
 def step_batches(tensor, batch_size, n_steps):
