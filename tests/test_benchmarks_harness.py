@@ -1,5 +1,6 @@
 """The benchmark harness, with tiny budgets on tiny folders written here."""
 
+import argparse
 import json
 import os
 
@@ -282,7 +283,7 @@ def test_defaults_command_scores_settings_on_validation_rows_only(tmp_path, caps
     [
         ("defaults", ["--datasets", "nowhere"], "not built in"),
         ("defaults", ["--methods", "XGBoost"], "Unknown methods"),
-        ("defaults", ["--splits", "0"], "at least 1"),
+        ("defaults", ["--splits", "0"], "argument --splits: must be at least 1"),
         ("defaults", ["--protocol", "missing.jsonl"], "not a file"),
         ("defaults", ["--validation", "1.5"], "must be in [0, 1)"),
         ("defaults", ["--validation", "0.2", "--protocol", "p.jsonl"], "cannot be combined"),
@@ -295,8 +296,8 @@ def test_defaults_command_scores_settings_on_validation_rows_only(tmp_path, caps
             "not parameters of SGDBaseline",
         ),
         ("gap", ["--half-gaps", "4"], "not between 0 and 4"),
-        ("gap", ["--seeds", "0"], "--seeds must be at least 1"),
-        ("gap", ["--members", "1"], "--members must be at least 2"),
+        ("gap", ["--seeds", "0"], "argument --seeds: must be at least 1, got 0"),
+        ("gap", ["--members", "1"], "argument --members: must be at least 2, got 1"),
     ],
 )
 def test_commands_report_input_problems_in_one_line(tmp_path, capsys, command, options, message):
@@ -306,6 +307,79 @@ def test_commands_report_input_problems_in_one_line(tmp_path, capsys, command, o
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "r.jsonl").exists()
+
+
+# Every number a command takes, at a value below its range: argparse's own
+# one-line error before anything runs (these crashed deep inside the run,
+# ran nothing silently, or ran on with a value that has no meaning).
+BAD_NUMBERS = [
+    ("uci", "--epochs", "0", "at least 1"),
+    ("uci", "--track-epochs", "-1", "at least 1"),
+    ("uci", "--hidden", "0", "at least 1"),
+    ("uci", "--predict-samples", "0", "at least 1"),
+    ("uci", "--kl-weight", "-1", "at least 0"),
+    ("uci", "--kl-weight", "nan", "at least 0"),
+    ("uci", "--seed", "-1", "at least 0"),
+    ("uci", "--jobs", "0", "must not be 0"),
+    ("uci", "--lockstep", "-1", "at least 1"),
+    ("uci", "--splits", "-1", "at least 1"),
+    ("uci", "--splits", "two", "an integer"),
+    ("figure2", "--repetitions", "0", "at least 1"),
+    ("mnist", "--batch-size", "0", "at least 1"),
+    ("mnist", "--train-rows", "0", "at least 1"),
+    ("mnist", "--epochs", "-1", "at least 1"),
+    ("defaults", "--seed", "-1", "at least 0"),
+    ("defaults", "--jobs", "0", "must not be 0"),
+    ("kl-weight", "--weights", "-1", "at least 0"),
+    ("kl-weight", "--split", "-1", "at least 0"),
+    ("kl-weight", "--folds", "1", "at least 2"),
+    ("kl-weight", "--epochs", "0", "at least 1"),
+    ("gap", "--jobs", "0", "must not be 0"),
+    ("gap", "--epochs", "0", "at least 1"),
+    ("speed", "--threads", "0", "at least 1"),
+    ("speed", "--repeats", "0", "at least 1"),
+    ("memory", "--rows", "0", "at least 1"),
+    ("memory", "--samples", "-1", "at least 1"),
+    ("search", "--max-iter", "0", "at least 1"),
+    ("search", "--cv", "1", "at least 2"),
+]
+REQUIRED = {
+    "uci": ["--data", "d", "--results", "r.jsonl"],
+    "figure2": ["--data", "d", "--results", "r.jsonl", "--figure", "f.png"],
+    "mnist": ["--data", "d", "--results", "r.jsonl"],
+    "defaults": ["--results", "r.jsonl"],
+    "kl-weight": ["--data", "d", "--results", "r.jsonl"],
+    "gap": ["--results", "r.jsonl"],
+}
+
+
+@pytest.mark.parametrize("command, option, value, message", BAD_NUMBERS)
+def test_numbers_out_of_range_stop_the_command_line(
+    tmp_path, monkeypatch, capsys, command, option, value, message
+):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        main([command, *REQUIRED.get(command, []), option, value])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}: " in err and message in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "command, options",
+    [
+        ("uci", ["--jobs", "-1", "--seed", "0", "--kl-weight", "0", "--held-out", "0"]),
+        ("kl-weight", ["--split", "0", "--weights", "0", "0.5", "--folds", "2"]),
+        ("gap", ["--members", "2", "--jobs", "-2"]),
+    ],
+)
+def test_numbers_at_the_edge_of_their_range_are_accepted(command, options):
+    from skhypernet.benchmarks import gap, kl_weight, uci
+
+    parser = argparse.ArgumentParser()
+    {"uci": uci, "kl-weight": kl_weight, "gap": gap}[command].add_arguments(parser)
+    parser.parse_args([*REQUIRED[command], *options])
 
 
 KEYS = ("dataset", "split")
@@ -567,3 +641,24 @@ def test_gap_command_records_table_and_resume(tmp_path, capsys):
     X, _ = gap_data(1.0, seed=0)
     assert X.shape == (300, 1) and not np.any(np.abs(X) < 1.0)
     np.testing.assert_allclose(scored_points(1.0)[:, 0], [0.0, -2.5, 2.5])
+
+
+def test_inputs_that_exist_only_in_the_data_stop_the_command_line(tmp_path, capsys):
+    # A split beyond the data set's and training rows of one class used to end
+    # in a ValueError's traceback from inside the run.
+    write_uci_folder(str(tmp_path / "uci"), n_splits=2)
+    write_mnist_folder(str(tmp_path / "mnist"))
+    results = str(tmp_path / "r.jsonl")
+    for argv, message in [
+        (
+            ["kl-weight", "--data", str(tmp_path / "uci"), "--datasets", "toy", "--split", "2"],
+            "--split 2 is beyond",
+        ),
+        (["mnist", "--data", str(tmp_path / "mnist"), "--train-rows", "1"], "one class"),
+    ]:
+        with pytest.raises(SystemExit) as stop:
+            main([*argv, "--results", results])
+        assert stop.value.code == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+        assert not os.path.exists(results)

@@ -45,9 +45,11 @@ from ..datasets import load_uci, uci_n_splits
 from ._results import (
     BenchmarkInputError,
     add_store_arguments,
+    at_least,
     format_estimate,
     markdown_table,
     mean_and_standard_error,
+    worker_processes,
 )
 from .uci import build_model, find_datasets, run_and_collect
 
@@ -110,7 +112,10 @@ def add_arguments(parser):
         f"({', '.join(BUILTIN)}); default: all",
     )
     parser.add_argument(
-        "--splits", type=int, default=5, help="first N splits of each data set (default: 5)"
+        "--splits",
+        type=at_least(1),
+        default=5,
+        help="first N splits of each data set (default: 5)",
     )
     parser.add_argument("--methods", nargs="+", help="methods to run (default: all of each task)")
     parser.add_argument(
@@ -119,7 +124,7 @@ def add_arguments(parser):
         "protocol on the same splits, refitted here one split at a time for side-by-side "
         "fit times, and checks the defaults against it",
     )
-    parser.add_argument("--seed", type=int, default=0, help="base seed (plus the split)")
+    parser.add_argument("--seed", type=at_least(0), default=0, help="base seed (plus the split)")
     parser.add_argument(
         "--validation",
         type=float,
@@ -136,7 +141,12 @@ def add_arguments(parser):
         help="settings of HyperNet and SGDBaseline in place of their defaults, VALUE in "
         "JSON (e.g. hidden_layer_sizes=[100]); the methods are labelled with them",
     )
-    parser.add_argument("--jobs", type=int, default=1, help="parallel worker processes")
+    parser.add_argument(
+        "--jobs",
+        type=worker_processes,
+        default=1,
+        help="parallel worker processes",
+    )
     add_store_arguments(parser)
 
 
@@ -245,8 +255,6 @@ def plan(args):
         for name, (_, task) in BUILTIN.items()
         if not requested or name in requested
     ]
-    if args.splits < 1:
-        raise BenchmarkInputError(f"--splits must be at least 1, got {args.splits}.")
     known = {m for models in MODELS.values() for m in models} | {PROTOCOL_REFIT}
     if args.methods and set(args.methods) - known:
         raise BenchmarkInputError(

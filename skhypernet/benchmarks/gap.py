@@ -27,9 +27,11 @@ from ..regression import HyperNetRegressor, SGDBaseline
 from ._results import (
     BenchmarkInputError,
     add_store_arguments,
+    at_least,
     format_estimate,
     markdown_table,
     mean_and_standard_error,
+    worker_processes,
 )
 from .uci import run_and_collect
 
@@ -56,15 +58,23 @@ def add_arguments(parser):
         help="models to fit (default: all)",
     )
     parser.add_argument(
-        "--seeds", type=int, default=5, help="data sets and fits per gap (default: 5)"
+        "--seeds", type=at_least(1), default=5, help="data sets and fits per gap (default: 5)"
     )
     parser.add_argument(
-        "--epochs", type=int, default=400, help="max_iter of the networks (default: 400)"
+        "--epochs", type=at_least(1), default=400, help="max_iter of the networks (default: 400)"
     )
     parser.add_argument(
-        "--members", type=int, default=10, help="networks in the deep ensemble (default: 10)"
+        "--members",
+        type=at_least(2),
+        default=10,
+        help="networks in the deep ensemble (default: 10)",
     )
-    parser.add_argument("--jobs", type=int, default=1, help="worker processes (default: 1)")
+    parser.add_argument(
+        "--jobs",
+        type=worker_processes,
+        default=1,
+        help="worker processes (default: 1)",
+    )
     add_store_arguments(parser)
 
 
@@ -169,11 +179,6 @@ def plan(args):
                 f"--half-gaps: {half_gap:g} is not between 0 and {DATA_EDGE:g} "
                 "(the data end at x = -4 and 4)."
             )
-    for name, value in (("--seeds", args.seeds), ("--epochs", args.epochs)):
-        if value < 1:
-            raise BenchmarkInputError(f"{name} must be at least 1, got {value}.")
-    if "Deep ensemble" in args.methods and args.members < 2:
-        raise BenchmarkInputError(f"--members must be at least 2, got {args.members}.")
     return [
         {
             "dataset": "gap",

@@ -15,12 +15,15 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import KFold
 
-from ..datasets import load_uci
+from ..datasets import load_uci, uci_n_splits
 from ._results import (
+    BenchmarkInputError,
     add_store_arguments,
+    at_least,
     format_estimate,
     markdown_table,
     mean_and_standard_error,
+    worker_processes,
 )
 from .uci import (
     batch_size_for,
@@ -51,17 +54,35 @@ def add_arguments(parser):
     parser.add_argument(
         "--weights",
         nargs="+",
-        type=float,
+        type=at_least(0.0, float),
         default=list(DEFAULT_WEIGHTS),
         help="candidate kl_weight values (default: %(default)s)",
     )
     parser.add_argument(
-        "--split", type=int, default=0, help="split whose training rows are used (default: 0)"
+        "--split",
+        type=at_least(0),
+        default=0,
+        help="split whose training rows are used (default: 0)",
     )
-    parser.add_argument("--folds", type=int, default=3, help="folds (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=100, help="epochs (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="seed (default: %(default)s)")
-    parser.add_argument("--jobs", type=int, default=1, help="worker processes (default: 1)")
+    parser.add_argument(
+        "--folds",
+        type=at_least(2),
+        default=3,
+        help="folds (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=at_least(1),
+        default=100,
+        help="epochs (default: %(default)s)",
+    )
+    parser.add_argument("--seed", type=at_least(0), default=0, help="seed (default: %(default)s)")
+    parser.add_argument(
+        "--jobs",
+        type=worker_processes,
+        default=1,
+        help="worker processes (default: 1)",
+    )
     add_store_arguments(parser)
 
 
@@ -94,6 +115,11 @@ def run_task(task):
 def plan(args):
     tasks = []
     for dataset in find_datasets(args.data, args.datasets):
+        n_splits = uci_n_splits(os.path.join(args.data, dataset))
+        if args.split >= n_splits:
+            raise BenchmarkInputError(
+                f"--split {args.split} is beyond {dataset}'s splits (0 to {n_splits - 1})."
+            )
         n_train = len(load_uci(os.path.join(args.data, dataset), args.split)[2])
         n_fit = n_train - n_train // args.folds
         for weight in args.weights:

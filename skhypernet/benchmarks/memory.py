@@ -6,6 +6,7 @@ on ``--rows`` rows with ``--samples`` weight samples, beside the size of X
 itself and of the result.
 """
 
+from ._results import at_least
 from .speed import measure_in_fresh_process
 
 _PREDICT_SCRIPT = """
@@ -28,10 +29,10 @@ print(seconds, status("VmHWM") - before)
 
 def add_arguments(parser):
     parser.add_argument(
-        "--rows", type=int, default=1_000_000, help="rows to predict (default: 1,000,000)"
+        "--rows", type=at_least(1), default=1_000_000, help="rows to predict (default: 1,000,000)"
     )
     parser.add_argument(
-        "--samples", type=int, default=100, help="weight samples S per row (default: 100)"
+        "--samples", type=at_least(1), default=100, help="weight samples S per row (default: 100)"
     )
 
 

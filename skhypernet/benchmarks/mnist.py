@@ -13,7 +13,15 @@ import numpy as np
 
 from .. import HyperNetClassifier, SGDBaselineClassifier
 from ..datasets import load_mnist
-from ._results import Progress, ResultStore, add_store_arguments, markdown_table, read_reference
+from ._results import (
+    BenchmarkInputError,
+    Progress,
+    ResultStore,
+    add_store_arguments,
+    at_least,
+    markdown_table,
+    read_reference,
+)
 from .uci import train_tracking
 
 METHODS = {"HyperNet": HyperNetClassifier, "SGD": SGDBaselineClassifier}
@@ -43,22 +51,28 @@ def add_arguments(parser):
         choices=list(architectures()),
         help="main networks of Table 2 to run (default: all)",
     )
-    parser.add_argument("--epochs", type=int, default=2000, help="epochs (paper: 2000)")
+    parser.add_argument("--epochs", type=at_least(1), default=2000, help="epochs (paper: 2000)")
     parser.add_argument(
         "--track-epochs",
-        type=int,
+        type=at_least(1),
         default=20,
         help="test error is averaged over this many last epochs (paper: 20)",
     )
     parser.add_argument(
-        "--batch-size", type=int, default=256, help="rows per step (paper and default: 256)"
+        "--batch-size",
+        type=at_least(1),
+        default=256,
+        help="rows per step (paper and default: 256)",
     )
     parser.add_argument(
-        "--predict-samples", type=int, default=10, help="weight samples S averaged at prediction"
+        "--predict-samples",
+        type=at_least(1),
+        default=10,
+        help="weight samples S averaged at prediction",
     )
     parser.add_argument(
         "--train-rows",
-        type=int,
+        type=at_least(1),
         default=None,
         help="use only the first N training images (default: all 60,000)",
     )
@@ -69,7 +83,7 @@ def add_arguments(parser):
         choices=list(METHODS),
         help="methods to run (default: all)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="random_state (default: 0)")
+    parser.add_argument("--seed", type=at_least(0), default=0, help="random_state (default: 0)")
     add_store_arguments(parser)
 
 
@@ -113,6 +127,11 @@ def run(args, out=None):
     X_train, X_test, y_train, y_test = load_mnist(args.data)
     if args.train_rows:
         X_train, y_train = X_train[: args.train_rows], y_train[: args.train_rows]
+    if np.unique(y_train).size < 2:
+        raise BenchmarkInputError(
+            f"The first {len(y_train)} training images hold one class ({y_train[0]}): "
+            "raise --train-rows."
+        )
     X_train, X_test = X_train / 255.0, X_test / 255.0
     store = ResultStore(
         args.results,

@@ -17,6 +17,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from .. import HyperNetRegressor
+from ._results import at_least
 
 GRID = {
     "hypernetregressor__hidden_layer_sizes": [(20,), (50,)],
@@ -28,9 +29,14 @@ GRID = {
 
 def add_arguments(parser):
     parser.add_argument(
-        "--max-iter", type=int, default=50, help="epochs per candidate (default: 50)"
+        "--max-iter", type=at_least(1), default=50, help="epochs per candidate (default: 50)"
     )
-    parser.add_argument("--cv", type=int, default=3, help="cross-validation folds (default: 3)")
+    parser.add_argument(
+        "--cv",
+        type=at_least(2),
+        default=3,
+        help="cross-validation folds (default: 3)",
+    )
 
 
 def search_seconds(n_jobs, max_iter, cv):

@@ -30,6 +30,7 @@ from sklearn.neural_network import MLPRegressor
 from .. import HyperNetRegressor, SGDBaseline, _engine
 from .._base import fit_in_lockstep
 from .._model import HyperNetwork, StochasticMLP, layer_shapes
+from ._results import at_least
 
 MNIST_SHAPES = layer_shapes(784, [400, 400], 10)
 MNIST_HYPER_HIDDEN = [100, 50]
@@ -39,10 +40,16 @@ LOCKSTEP_REPLICAS = 20
 
 def add_arguments(parser):
     parser.add_argument(
-        "--threads", type=int, default=None, help="torch threads (default: torch's own default)"
+        "--threads",
+        type=at_least(1),
+        default=None,
+        help="torch threads (default: torch's own default)",
     )
     parser.add_argument(
-        "--repeats", type=int, default=3, help="timings per measurement; the fastest counts"
+        "--repeats",
+        type=at_least(1),
+        default=3,
+        help="timings per measurement; the fastest counts",
     )
     parser.add_argument("--json", help="also write the figures to this JSON file")
 

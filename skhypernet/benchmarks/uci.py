@@ -27,10 +27,12 @@ from ._results import (
     Progress,
     ResultStore,
     add_store_arguments,
+    at_least,
     format_estimate,
     markdown_table,
     mean_and_standard_error,
     read_reference,
+    worker_processes,
 )
 
 #: Method name: (estimator class, whether it takes the KL weight of the settings).
@@ -63,19 +65,19 @@ def add_arguments(parser, *, figure=False):
     )
     parser.add_argument(
         "--epochs",
-        type=int,
+        type=at_least(1),
         default=PAPER_EPOCHS,
         help=f"epochs per split (paper: {PAPER_EPOCHS})",
     )
     parser.add_argument(
         "--track-epochs",
-        type=int,
+        type=at_least(1),
         default=20,
         help="test RMSE is averaged over this many last epochs (paper: 20)",
     )
     parser.add_argument(
         "--hidden",
-        type=int,
+        type=at_least(1),
         default=None,
         help="hidden units of the main network (paper: 50, 100 for protein and year)",
     )
@@ -86,7 +88,10 @@ def add_arguments(parser, *, figure=False):
         "'auto', or a number",
     )
     parser.add_argument(
-        "--predict-samples", type=int, default=100, help="weight samples S averaged at prediction"
+        "--predict-samples",
+        type=at_least(1),
+        default=100,
+        help="weight samples S averaged at prediction",
     )
     parser.add_argument(
         "--loss",
@@ -96,16 +101,21 @@ def add_arguments(parser, *, figure=False):
     )
     parser.add_argument(
         "--kl-weight",
-        type=float,
+        type=at_least(0.0, float),
         default=DEFAULT_KL_WEIGHT,
         help="kl_weight of the regularised method HyperNet-KL (default: %(default)s, chosen "
         "by cross-validation on training rows with the kl-weight command)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="base seed (plus the split)")
-    parser.add_argument("--jobs", type=int, default=1, help="parallel worker processes")
+    parser.add_argument("--seed", type=at_least(0), default=0, help="base seed (plus the split)")
+    parser.add_argument(
+        "--jobs",
+        type=worker_processes,
+        default=1,
+        help="parallel worker processes",
+    )
     parser.add_argument(
         "--lockstep",
-        type=int,
+        type=at_least(1),
         default=20,
         help="splits of one data set and method trained together in one pass of the engine "
         "(default: %(default)s; 1: one at a time); results are those of separate fits up to "
@@ -114,7 +124,7 @@ def add_arguments(parser, *, figure=False):
     add_store_arguments(parser)
     if figure:
         parser.add_argument(
-            "--repetitions", type=int, default=3, help="splits per data set (paper: 3)"
+            "--repetitions", type=at_least(1), default=3, help="splits per data set (paper: 3)"
         )
         parser.add_argument("--figure", required=True, help="PNG file to write")
         parser.add_argument(
@@ -127,7 +137,7 @@ def add_arguments(parser, *, figure=False):
     else:
         parser.add_argument(
             "--splits",
-            type=int,
+            type=at_least(1),
             default=None,
             help="first N splits of each data set (default: all)",
         )
