@@ -18,6 +18,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from . import HyperNetRegressor, SGDBaseline
+from ._cli import at_least
 
 
 def load_csv(path, target):
@@ -114,21 +115,6 @@ def compare(X, y, cv, max_iter, random_state, out=None):
     return results
 
 
-def _at_least(minimum):
-    """An argparse type: an integer of at least ``minimum``."""
-
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-
-    return parse
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m skhypernet",
@@ -138,17 +124,20 @@ def main(argv=None):
     parser.add_argument("--csv", help="CSV file with a header row (default: diabetes)")
     parser.add_argument("--target", help="target column of the CSV file")
     parser.add_argument(
-        "--cv", type=_at_least(2), default=5, help="number of folds, at least 2 (default 5)"
+        "--cv", type=at_least(2), default=5, help="number of folds, at least 2 (default 5)"
     )
     parser.add_argument(
         "--max-iter",
-        type=_at_least(1),
+        type=at_least(1),
         default=None,
         help="epochs of every model, at least 1 (default: each model's own default, "
         "'auto' for the skhypernet estimators and 200 for MLPRegressor)",
     )
     parser.add_argument(
-        "--random-state", type=int, default=0, help="seed of folds and models (default 0)"
+        "--random-state",
+        type=at_least(0, maximum=2**32 - 1),
+        default=0,
+        help="seed of folds and models (default 0)",
     )
     args = parser.parse_args(argv)
     if args.target and not args.csv:

@@ -38,6 +38,8 @@ def test_main_job_on_csv(tmp_path, capsys):
         (["--target", "y"], "--target needs --csv"),
         (["--cv", "1"], "must be at least 2"),
         (["--max-iter", "0"], "must be at least 1"),
+        (["--random-state", "-1"], "must be from 0 to 4294967295, got -1"),
+        (["--random-state", "4294967296"], "must be from 0 to 4294967295"),
         (["--csv", "{header_only}", "--target", "y"], "no rows of data"),
         (["--csv", "{target_only}", "--target", "y"], "no feature column"),
         (["--csv", "{nan_target}", "--target", "y"], "'y' of .* holds NaN"),

@@ -1,6 +1,5 @@
 """Results of benchmark runs: crash-safe JSON-lines storage, summaries, tables."""
 
-import argparse
 import csv
 import json
 import math
@@ -14,34 +13,6 @@ import numpy as np
 class BenchmarkInputError(ValueError):
     """A problem with a benchmark's inputs (data folder, results file), reported
     by the command line as a one-line error."""
-
-
-def at_least(minimum, kind=int):
-    """An argparse ``type``: a finite number of ``kind`` no smaller than ``minimum``.
-
-    Out-of-range values stop the command line with argparse's one-line error
-    before any work starts.
-    """
-
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            expected = "an integer" if kind is int else "a number"
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-        if not (math.isfinite(value) and value >= minimum):
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {text}")
-        return value
-
-    return parse
-
-
-def worker_processes(text):
-    """An argparse ``type``: a process count with joblib's meaning (-1: one per core)."""
-    value = at_least(-(2**31))(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("must not be 0 (a count, or -1 for one process per core)")
-    return value
 
 
 def add_store_arguments(parser):

@@ -41,15 +41,14 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from .. import HyperNetClassifier, HyperNetRegressor, SGDBaseline, SGDBaselineClassifier
+from .._cli import add_jobs_argument, at_least
 from ..datasets import load_uci, uci_n_splits
 from ._results import (
     BenchmarkInputError,
     add_store_arguments,
-    at_least,
     format_estimate,
     markdown_table,
     mean_and_standard_error,
-    worker_processes,
 )
 from .uci import build_model, find_datasets, run_and_collect
 
@@ -141,12 +140,7 @@ def add_arguments(parser):
         help="settings of HyperNet and SGDBaseline in place of their defaults, VALUE in "
         "JSON (e.g. hidden_layer_sizes=[100]); the methods are labelled with them",
     )
-    parser.add_argument(
-        "--jobs",
-        type=worker_processes,
-        default=1,
-        help="parallel worker processes",
-    )
+    add_jobs_argument(parser)
     add_store_arguments(parser)
 
 

@@ -23,15 +23,14 @@ from sklearn.neural_network import MLPRegressor
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from .._cli import add_jobs_argument, at_least
 from ..regression import HyperNetRegressor, SGDBaseline
 from ._results import (
     BenchmarkInputError,
     add_store_arguments,
-    at_least,
     format_estimate,
     markdown_table,
     mean_and_standard_error,
-    worker_processes,
 )
 from .uci import run_and_collect
 
@@ -69,12 +68,7 @@ def add_arguments(parser):
         default=10,
         help="networks in the deep ensemble (default: 10)",
     )
-    parser.add_argument(
-        "--jobs",
-        type=worker_processes,
-        default=1,
-        help="worker processes (default: 1)",
-    )
+    add_jobs_argument(parser)
     add_store_arguments(parser)
 
 

@@ -15,15 +15,14 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import KFold
 
+from .._cli import add_jobs_argument, at_least
 from ..datasets import load_uci, uci_n_splits
 from ._results import (
     BenchmarkInputError,
     add_store_arguments,
-    at_least,
     format_estimate,
     markdown_table,
     mean_and_standard_error,
-    worker_processes,
 )
 from .uci import (
     batch_size_for,
@@ -77,12 +76,7 @@ def add_arguments(parser):
         help="epochs (default: %(default)s)",
     )
     parser.add_argument("--seed", type=at_least(0), default=0, help="seed (default: %(default)s)")
-    parser.add_argument(
-        "--jobs",
-        type=worker_processes,
-        default=1,
-        help="worker processes (default: 1)",
-    )
+    add_jobs_argument(parser)
     add_store_arguments(parser)
 
 

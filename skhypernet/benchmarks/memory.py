@@ -6,7 +6,7 @@ on ``--rows`` rows with ``--samples`` weight samples, beside the size of X
 itself and of the result.
 """
 
-from ._results import at_least
+from .._cli import at_least
 from .speed import measure_in_fresh_process
 
 _PREDICT_SCRIPT = """

@@ -12,13 +12,13 @@ import time
 import numpy as np
 
 from .. import HyperNetClassifier, SGDBaselineClassifier
+from .._cli import at_least
 from ..datasets import load_mnist
 from ._results import (
     BenchmarkInputError,
     Progress,
     ResultStore,
     add_store_arguments,
-    at_least,
     markdown_table,
     read_reference,
 )

@@ -17,7 +17,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from .. import HyperNetRegressor
-from ._results import at_least
+from .._cli import at_least
 
 GRID = {
     "hypernetregressor__hidden_layer_sizes": [(20,), (50,)],

@@ -29,8 +29,8 @@ from sklearn.neural_network import MLPRegressor
 
 from .. import HyperNetRegressor, SGDBaseline, _engine
 from .._base import fit_in_lockstep
+from .._cli import at_least
 from .._model import HyperNetwork, StochasticMLP, layer_shapes
-from ._results import at_least
 
 MNIST_SHAPES = layer_shapes(784, [400, 400], 10)
 MNIST_HYPER_HIDDEN = [100, 50]

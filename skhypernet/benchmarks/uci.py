@@ -21,18 +21,17 @@ from sklearn.exceptions import ConvergenceWarning
 
 from .. import HyperNetRegressor, SGDBaseline
 from .._base import fit_in_lockstep, resolve_batch_size
+from .._cli import add_jobs_argument, at_least
 from ..datasets import list_uci_datasets, load_uci, uci_n_splits
 from ._results import (
     BenchmarkInputError,
     Progress,
     ResultStore,
     add_store_arguments,
-    at_least,
     format_estimate,
     markdown_table,
     mean_and_standard_error,
     read_reference,
-    worker_processes,
 )
 
 #: Method name: (estimator class, whether it takes the KL weight of the settings).
@@ -107,12 +106,7 @@ def add_arguments(parser, *, figure=False):
         "by cross-validation on training rows with the kl-weight command)",
     )
     parser.add_argument("--seed", type=at_least(0), default=0, help="base seed (plus the split)")
-    parser.add_argument(
-        "--jobs",
-        type=worker_processes,
-        default=1,
-        help="parallel worker processes",
-    )
+    add_jobs_argument(parser)
     parser.add_argument(
         "--lockstep",
         type=at_least(1),
