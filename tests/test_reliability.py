@@ -293,3 +293,36 @@ def test_ctrl_c_after_training_leaves_a_complete_consistent_model(monkeypatch, f
     np.testing.assert_allclose(
         model.noise_variance_ / model.target_scale_**2, [model.loss_curve_[-1]], rtol=1e-6
     )
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_stopping_a_single_process_run_stops_it_and_records_no_cut_short_fit(tmp_path, stop):
+    # With --jobs 1 the fits run in the harness's own process, where the
+    # estimators take Ctrl-C for the end of one fit: the run went on and would
+    # have recorded the cut-short fit as a finished one.
+    write_uci_folder(tmp_path / "data", name="toy", n_rows=200, n_splits=2)
+    results = tmp_path / "results.jsonl"
+    command = [
+        *("python", "-m", "skhypernet.benchmarks", "uci", "--data", str(tmp_path / "data")),
+        *("--epochs", "2000", "--results", str(results)),
+    ]
+    command[0] = sys.executable
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.default_int_handler),
+    )
+    assert "running" in process.stdout.readline()  # the plan is made; training starts
+    time.sleep(2)
+    process.send_signal(stop)
+    try:
+        _, err = process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        pytest.fail("the run went on after the signal")
+    assert process.returncode == 128 + stop
+    assert "stopped by" in err and "Traceback" not in err
+    assert not results.exists() or results.read_text() == ""

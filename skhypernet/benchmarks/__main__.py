@@ -18,8 +18,21 @@ from . import defaults, gap, kl_weight, memory, mnist, red_team, search, speed, 
 from ._results import BenchmarkInputError
 
 
-def _raise_keyboard_interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
+class RunStopped(BaseException):
+    """SIGINT or SIGTERM: the run stops.
+
+    Not a KeyboardInterrupt: the estimators take that for the end of one fit
+    and return it with its last finished epoch, so a run that trains in its
+    own process (``--jobs 1``) went on and recorded the cut-short fit.
+    joblib stops its workers on any exception, this one included.
+    """
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _stop_run(signum, frame):
+    raise RunStopped(signum)
 
 
 def main(argv=None):
@@ -48,8 +61,7 @@ def main(argv=None):
         commands.add_parser("red-team", help="bad inputs: clear errors, never silent or lost")
     )
     args = parser.parse_args(argv)
-    # SIGTERM ends the run as Ctrl-C does, so that its worker processes are stopped.
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    previous = {signum: signal.signal(signum, _stop_run) for signum in STOP_SIGNALS}
     runners = {
         "uci": uci.run,
         "mnist": mnist.run,
@@ -66,6 +78,18 @@ def main(argv=None):
         return runners[args.command](args)
     except BenchmarkInputError as error:
         parser.exit(2, f"{parser.prog} {args.command}: error: {error}\n")
+    except RunStopped as stop:
+        (signum,) = stop.args
+        print(
+            f"{parser.prog} {args.command}: stopped by {signal.Signals(signum).name}; the "
+            "records written so far are kept (--resume continues the run).",
+            file=sys.stderr,
+        )
+        return 128 + signum
+    finally:
+        # main() also runs inside other programs (the tests): give back their handlers.
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 if __name__ == "__main__":
