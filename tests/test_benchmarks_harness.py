@@ -662,3 +662,20 @@ def test_inputs_that_exist_only_in_the_data_stop_the_command_line(tmp_path, caps
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err
         assert not os.path.exists(results)
+
+
+def test_tracked_epochs_recorded_are_those_tracked(tmp_path):
+    # More tracked epochs than epochs track them all; the record said the
+    # number asked for.
+    write_uci_folder(tmp_path / "data")
+    results = tmp_path / "uci.jsonl"
+    main(
+        [
+            *("uci", "--data", str(tmp_path / "data"), "--splits", "1", "--methods", "SGD"),
+            *("--epochs", "2", "--track-epochs", "5", "--predict-samples", "5"),
+            *("--results", str(results)),
+        ]
+    )
+    (record,) = read_records(results)
+    assert record["settings"]["track_epochs"] == 2
+    assert len(record["rmse_tracked_epochs"]) == 2

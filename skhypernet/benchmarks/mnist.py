@@ -145,7 +145,7 @@ def run(args, out=None):
         row = architectures()[name]
         settings = {
             "epochs": args.epochs,
-            "track_epochs": args.track_epochs,
+            "track_epochs": min(args.track_epochs, args.epochs),
             "batch_size": args.batch_size,
             "predict_samples": args.predict_samples,
             "train_rows": len(y_train),

@@ -340,7 +340,8 @@ def plan(args, splits_of, methods, held_out=0.0):
         n_train = len(load_uci(folder, 0)[2])
         settings = {
             "epochs": args.epochs,
-            "track_epochs": args.track_epochs,
+            # train_tracking tracks at most every epoch.
+            "track_epochs": min(args.track_epochs, args.epochs),
             "hidden": hidden_for(dataset, args.hidden),
             "batch_size": batch_size_for(args.batch_rule, n_train),
             "predict_samples": args.predict_samples,
