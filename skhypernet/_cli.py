@@ -28,7 +28,7 @@ def at_least(minimum, kind=int, maximum=None):
 
 def worker_processes(text):
     """An argparse ``type``: a process count with joblib's meaning (-1: one per core)."""
-    value = at_least(-(2**31))(text)
+    value = at_least(-math.inf)(text)  # any integer: 0 alone is refused
     if value == 0:
         raise argparse.ArgumentTypeError("must not be 0 (a count, or -1 for one process per core)")
     return value

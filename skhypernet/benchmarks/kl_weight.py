@@ -109,12 +109,13 @@ def run_task(task):
 def plan(args):
     tasks = []
     for dataset in find_datasets(args.data, args.datasets):
-        n_splits = uci_n_splits(os.path.join(args.data, dataset))
+        folder = os.path.join(args.data, dataset)
+        n_splits = uci_n_splits(folder)
         if args.split >= n_splits:
             raise BenchmarkInputError(
                 f"--split {args.split} is beyond {dataset}'s splits (0 to {n_splits - 1})."
             )
-        n_train = len(load_uci(os.path.join(args.data, dataset), args.split)[2])
+        n_train = len(load_uci(folder, args.split)[2])
         n_fit = n_train - n_train // args.folds
         for weight in args.weights:
             settings = {
