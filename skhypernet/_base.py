@@ -15,7 +15,7 @@ from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from . import _engine
-from ._model import HyperNetwork, PointEstimate, StochasticMLP, layer_shapes
+from ._model import HyperNetwork, PointEstimate, StochasticMLP, layer_shapes, weight_spread
 
 _SEED_HIGH = np.iinfo(np.int32).max
 #: The paper switches to batches of 512 above 5,000 points in a data set; its
@@ -191,6 +191,7 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
         "random_state": ["random_state"],
         "verbose": ["verbose"],
         "device": [StrOptions({"cpu", "cuda", "auto"})],
+        "n_members": [Interval(Integral, 1, None, closed="left")],
     }
 
     # -- hooks -------------------------------------------------------------
@@ -216,6 +217,16 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
 
     def _after_training(self):
         """Called at the end of fit and partial_fit."""
+
+    def _pool_task_attributes(self, members):
+        """Set the task's fitted attributes of an ensemble from its members'."""
+
+    def _share_with_members(self, members):
+        """Hand the ensemble's task state to its members before they train."""
+
+    def _ensemble_diagnostics(self, members, first_pass):
+        """A per-epoch hook recording diagnostics of the ensemble, or None."""
+        return None
 
     def _kl_weight(self):
         """Weight of the KL term of the weight distribution (0: the paper)."""
@@ -297,27 +308,79 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
         return {
             "hidden_layer_sizes": layer_sizes(self.hidden_layer_sizes, "hidden_layer_sizes"),
             "input_noise": self.input_noise,
+            "n_members": self.n_members,
         }
 
     def _fit(self, X, y, sample_weight, incremental):
-        training = self._prepare_training(X, y, sample_weight, incremental)
-        optimizer = self._optimizer([self.network_], self._optimizer_state)
-        (stopped,) = _engine.train(
-            [self.network_],
-            optimizer,
-            training.data,
-            [self._history],
-            generators=[self._generator],
-            validation_scores=[training.validation_score],
-            **training.settings,
-        )
-        self._finish_training(training, optimizer.state_dict(), stopped)
+        if self.n_members == 1:
+            trainings = _prepare_lockstep([self], [(X, y, sample_weight)], incremental)
+            _run_lockstep([self], trainings, caller_depth=2)
+            _discard(self, ["estimators_", "_ensemble_random_state"])
+            return self
+        X, y, members, first_pass = self._members_to_train(X, y, incremental)
+        trainings = _prepare_lockstep(members, [(X, y, sample_weight)] * len(members), incremental)
+        diagnostics = self._ensemble_diagnostics(members, first_pass)
+        _run_lockstep(members, trainings, caller_depth=2, on_epoch_end=diagnostics)
+        self._publish_ensemble(members)
         return self
 
-    def _prepare_training(self, X, y, sample_weight, incremental):
-        """Validate, encode and split the data, build or check the network;
-        return what the engine needs (:class:`_Training`)."""
-        first_pass = not hasattr(self, "network_") or not (self.warm_start or incremental)
+    def _members_to_train(self, X, y, incremental):
+        """The ensemble's members, new or continued, with this estimator's
+        parameters; X and y validated.  Returns ``(X, y, members, first_pass)``.
+
+        Members differ in their seed only and share their validation rows.
+        """
+        first_pass = self._start_fit(incremental)
+        X, y = self._validate_targets(X, y, reset=first_pass)
+        params = self.get_params(deep=False)
+        del params["n_members"], params["random_state"]
+        if first_pass:
+            self._ensemble_random_state = check_random_state(self.random_state)
+            seeds = self._ensemble_random_state.randint(_SEED_HIGH, size=self.n_members)
+            members = [type(self)(**params, random_state=int(seed)) for seed in seeds]
+        else:
+            members = self.estimators_
+        split_seed = int(self._ensemble_random_state.randint(_SEED_HIGH))
+        for member in members:
+            member.set_params(**params)
+            member._shared_split_seed = split_seed
+        self._share_with_members(members)
+        return X, y, members, first_pass
+
+    def _publish_ensemble(self, members):
+        """The fitted attributes of an ensemble, from its trained members."""
+        with _engine.interrupts_deferred():
+            self.estimators_ = members
+            self._early_stopping = members[0]._early_stopping
+            histories = [member._history for member in members]
+            own = getattr(self, "_history", None)
+            self._publish_history(
+                _engine.TrainingHistory(
+                    loss_curve=_mean_by_epoch([h.loss_curve for h in histories]),
+                    validation_scores=_mean_by_epoch([h.validation_scores for h in histories]),
+                    best_loss=float(np.mean([h.best_loss for h in histories])),
+                    best_validation_score=float(
+                        np.mean([h.best_validation_score for h in histories])
+                    ),
+                    n_iter=max(h.n_iter for h in histories),
+                    n_samples_seen=max(h.n_samples_seen for h in histories),
+                    initial_diffusion=None if own is None else own.initial_diffusion,
+                    weight_diffusion=[] if own is None else own.weight_diffusion,
+                    diffusion_steps=[] if own is None else own.diffusion_steps,
+                )
+            )
+            self._pool_task_attributes(members)
+            _discard(self, ["network_", "coefs_", "intercepts_"])
+
+    def _fitted_members(self):
+        """The fitted networks' estimators: the ensemble's members, or itself."""
+        return self.estimators_ if self._architecture.get("n_members", 1) > 1 else [self]
+
+    def _start_fit(self, incremental):
+        """Whether this call starts from fresh parameters; checks that a
+        continued fit keeps the parameters the networks were built with."""
+        fitted = hasattr(self, "network_") or hasattr(self, "estimators_")
+        first_pass = not fitted or not (self.warm_start or incremental)
         if first_pass:
             self._architecture = self._architecture_params()
         else:
@@ -334,6 +397,12 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
                     + ", ".join(f"{name}={self._architecture.get(name)!r}" for name in changed)
                     + "). Refit from scratch (warm_start=False) to change them."
                 )
+        return first_pass
+
+    def _prepare_training(self, X, y, sample_weight, incremental):
+        """Validate, encode and split the data, build or check the network;
+        return what the engine needs (:class:`_Training`)."""
+        first_pass = self._start_fit(incremental)
         X, y = self._validate_targets(X, y, reset=first_pass)
         check_float32_range(X)
         sample_weight = _check_sample_weight(
@@ -361,7 +430,8 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
                 sample_weight,
                 y,
                 test_size=self.validation_fraction,
-                random_state=self._random_state,
+                # An ensemble's members share their validation rows.
+                random_state=getattr(self, "_shared_split_seed", self._random_state),
                 stratify=stratify,
             )
             if X_val.shape[0] < 2:
@@ -402,23 +472,24 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
             ),
         )
 
-    def _optimizer(self, networks, state=None):
+    def _optimizer(self, networks, states=None):
         """The engine's Adam over ``networks``, with this estimator's settings."""
         return _engine.FlatOptimizer(
             networks,
             self.learning_rate_init,
-            state,
+            states,
             beta_1=self.beta_1,
             beta_2=self.beta_2,
             epsilon=self.epsilon,
             alpha=self.alpha,
         )
 
-    def _finish_training(self, training, optimizer_state, stopped, caller_depth=2):
+    def _finish_training(self, training, optimizer_state, stopped, caller_depth):
         """Publish the fitted attributes and warn as the training ended.
 
         ``caller_depth`` is the number of frames between this method and the
-        user's call (``_fit`` and ``fit``: 2), for the warnings to point there.
+        user's call (``_run_lockstep``, ``_fit`` and ``fit``: 3), for the
+        warnings to point there.
         """
         # The fitted attributes are written together: a Ctrl-C in between would
         # leave some of them from an earlier fit.
@@ -455,8 +526,11 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
         return None
 
     def _publish_fitted_attributes(self):
-        history = self._history
-        if history.diffusion_noise is not None:
+        self._publish_history(self._history)
+
+    def _publish_history(self, history):
+        """The fitted attributes that a training history holds."""
+        if history.initial_diffusion is not None:
             self.weight_diffusion_ = np.array(history.weight_diffusion).reshape(-1, 2)
             self.weight_diffusion_steps_ = np.array(history.diffusion_steps, dtype=np.int64)
             self.initial_weight_diffusion_ = float(history.initial_diffusion[0])
@@ -477,26 +551,62 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
     def _validate_X_predict(self, X):
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=np.float64)
-        return _to_tensor(X, torch.float64, self.network_.device)
+        return _to_tensor(X, torch.float64, self._fitted_members()[0].network_.device)
 
     def _predictive_mean(self, X_tensor, transform=None):
-        """Eq. 4 on an already validated float64 tensor; returns ndarray."""
-        mean = self.network_.predictive_mean(
-            X_tensor, self._n_weight_samples(), self._predict_seed, transform
-        )
-        return mean.cpu().numpy()
+        """Eq. 4 over every member's weight samples, on an already validated
+        float64 tensor; returns ndarray."""
+        means = [
+            member.network_.predictive_mean(
+                X_tensor, member._n_weight_samples(), member._predict_seed, transform
+            )
+            .cpu()
+            .numpy()
+            for member in self._fitted_members()
+        ]
+        return sum(means) / len(means)
 
-    def _sample_outputs(self, X_tensor, n_samples=None, random_state=None):
-        """Network outputs of weight samples, ndarray (S, n, n_network_outputs).
+    def _prediction_outputs(self, X_tensor):
+        """Network outputs of the prediction's fixed weight samples, every
+        member's in turn: ndarray (S, n, n_network_outputs)."""
+        outputs = [
+            member.network_.sample_outputs(
+                X_tensor, member._n_weight_samples(), member._predict_seed
+            )
+            .cpu()
+            .numpy()
+            for member in self._fitted_members()
+        ]
+        return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
 
-        Without ``random_state`` these are the prediction's fixed samples.
-        """
-        if random_state is None:
-            seed = self._predict_seed
-        else:
-            seed = int(check_random_state(random_state).randint(_SEED_HIGH))
-        n_samples = n_samples or self._n_weight_samples()
+    def _random_outputs(self, X_tensor, n_samples, rng):
+        """Network outputs of ``n_samples`` fresh weight samples of this
+        network (not an ensemble), seeded from ``rng``: (S, n, n_outputs)."""
+        seed = int(rng.randint(_SEED_HIGH))
         return self.network_.sample_outputs(X_tensor, n_samples, seed).cpu().numpy()
+
+    def _pooled_draws(self, draw, n_samples, rng):
+        """``n_samples`` draws pooled over the members, each from a member
+        picked uniformly at random (the ensemble's implicit distribution).
+
+        ``draw(member, count)`` returns a list of arrays with ``count`` draws
+        on their first axis; the result is that list for all draws.
+        """
+        members = self._fitted_members()
+        if len(members) == 1:
+            return draw(members[0], n_samples)
+        picks = rng.randint(len(members), size=n_samples)
+        pooled = None
+        for index, member in enumerate(members):
+            chosen = np.flatnonzero(picks == index)
+            if chosen.size == 0:
+                continue
+            parts = draw(member, chosen.size)
+            if pooled is None:
+                pooled = [np.empty((n_samples, *p.shape[1:]), p.dtype) for p in parts]
+            for target, part in zip(pooled, parts):
+                target[chosen] = part
+        return pooled
 
     # -- persistence -------------------------------------------------------
     def __getstate__(self):
@@ -528,6 +638,19 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
         super().__setstate__(state)
         if hasattr(self, "network_"):
             self._check_restored_state()
+        if hasattr(self, "estimators_"):
+            self._check_restored_members()
+
+    def _check_restored_members(self):
+        """Raise a ValueError where an ensemble disagrees with its members."""
+        expected = self._architecture.get("n_members", 1)
+        found = [getattr(member, "n_features_in_", None) for member in self.estimators_]
+        if len(found) != expected or any(n != self.n_features_in_ for n in found):
+            raise ValueError(
+                f"The saved model is inconsistent: it was fitted with n_members={expected} "
+                f"on {self.n_features_in_} features, but holds {len(found)} members taking "
+                f"{found} features."
+            )
 
     def _check_restored_state(self):
         """Raise a ValueError where the fitted attributes disagree with the network."""
@@ -556,7 +679,7 @@ def fit_in_lockstep(estimators, X, y):
     ----------
     estimators : list of estimators
         Of one class, with parameters that differ at most in ``random_state``
-        and ``verbose``; ``warm_start`` must be False.
+        and ``verbose``; ``warm_start`` must be False and ``n_members`` 1.
     X : list of array-like
         Training data of each estimator, all with the same number of rows
         (after any validation split) and features.
@@ -585,25 +708,56 @@ def fit_in_lockstep(estimators, X, y):
         )
     if first.warm_start:
         raise ValueError("fit_in_lockstep fits from scratch: set warm_start=False.")
-    trainings = []
-    for estimator, X_part, y_part in zip(estimators, X, y):
+    if first.n_members != 1:
+        raise ValueError(
+            "fit_in_lockstep fits single networks: set n_members=1 (an estimator with "
+            "n_members > 1 trains its members in lockstep itself)."
+        )
+    for estimator in estimators:
         estimator._validate_params()
-        trainings.append(estimator._prepare_training(X_part, y_part, None, incremental=False))
+    parts = [(X_part, y_part, None) for X_part, y_part in zip(X, y)]
+    trainings = _prepare_lockstep(estimators, parts, incremental=False)
+    _run_lockstep(estimators, trainings, caller_depth=1)
+    return estimators
+
+
+def _prepare_lockstep(estimators, parts, incremental):
+    """Each estimator's :class:`_Training` for its ``(X, y, sample_weight)``,
+    checked to have training sets of one shape."""
+    trainings = [
+        estimator._prepare_training(X, y, sample_weight, incremental)
+        for estimator, (X, y, sample_weight) in zip(estimators, parts)
+    ]
     if any(t.data.X.shape != trainings[0].data.X.shape for t in trainings):
         raise ValueError(
             "Estimators fitted in lockstep need training sets of one shape; got "
             + ", ".join(str(tuple(t.data.X.shape[1:])) for t in trainings)
             + "."
         )
-    data = _engine.TrainingData(
-        *(
-            torch.cat([getattr(t.data, name) for t in trainings])
-            for name in ("X", "targets", "weights")
-        ),
-        loss=trainings[0].data.loss,
-    )
+    return trainings
+
+
+def _run_lockstep(estimators, trainings, caller_depth, on_epoch_end=None):
+    """Train the estimators' networks in one pass of the engine and publish
+    each one's fitted attributes.
+
+    ``caller_depth`` is the number of frames between this function and the
+    user's call, for warnings to point there.
+    """
+    if len(trainings) == 1:
+        data = trainings[0].data
+    else:
+        data = _engine.TrainingData(
+            *(
+                torch.cat([getattr(t.data, name) for t in trainings])
+                for name in ("X", "targets", "weights")
+            ),
+            loss=trainings[0].data.loss,
+        )
     networks = [estimator.network_ for estimator in estimators]
-    optimizer = first._optimizer(networks)
+    optimizer = estimators[0]._optimizer(
+        networks, [estimator._optimizer_state for estimator in estimators]
+    )
     stopped = _engine.train(
         networks,
         optimizer,
@@ -611,13 +765,27 @@ def fit_in_lockstep(estimators, X, y):
         [estimator._history for estimator in estimators],
         generators=[estimator._generator for estimator in estimators],
         validation_scores=[t.validation_score for t in trainings],
+        on_epoch_end=on_epoch_end,
+        stacklevel=3 + caller_depth,
         **trainings[0].settings,
     )
     for replica, (estimator, training) in enumerate(zip(estimators, trainings)):
         estimator._finish_training(
-            training, optimizer.replica_state(replica), stopped[replica], caller_depth=1
+            training, optimizer.replica_state(replica), stopped[replica], caller_depth + 1
         )
-    return estimators
+
+
+def _mean_by_epoch(curves):
+    """Per epoch, the mean of the curves that reach it (members that stopped
+    earlier no longer count)."""
+    length = max(len(curve) for curve in curves)
+    return [float(np.mean([c[e] for c in curves if len(c) > e])) for e in range(length)]
+
+
+def _discard(estimator, names):
+    """Remove attributes left from an earlier fit of another kind."""
+    for name in names:
+        estimator.__dict__.pop(name, None)
 
 
 def _to_numpy(obj):
@@ -684,6 +852,7 @@ class HyperNetworkFamily(BaseStochasticNetwork):
         random_state=None,
         verbose=0,
         device="cpu",
+        n_members=1,
     ):
         _store_params(self, locals())
 
@@ -713,8 +882,33 @@ class HyperNetworkFamily(BaseStochasticNetwork):
     def _diffusion_noise(self, weight_generator, generator):
         return torch.randn((DIFFUSION_SAMPLES, weight_generator.noise_dim), generator=generator)
 
+    def _ensemble_diagnostics(self, members, first_pass):
+        # The spread of the members' weight samples pooled: the ensemble's own
+        # weight distribution, which does not collapse while members differ.
+        # A member that stopped counts with the weights it stopped with.
+        histories = [member._history for member in members]
+        generators = [member.network_.weight_generator for member in members]
+        latest = [g.diffusion_weights(h.diffusion_noise) for g, h in zip(generators, histories)]
+        if first_pass:
+            self._history = _engine.TrainingHistory(
+                initial_diffusion=weight_spread(torch.cat(latest))
+            )
+
+        def record(recorded):
+            for replica in recorded:
+                latest[replica] = generators[replica].diffusion_weights(
+                    histories[replica].diffusion_noise
+                )
+            self._history.weight_diffusion.append(weight_spread(torch.cat(latest)))
+            self._history.diffusion_steps.append(max(h.n_steps for h in histories))
+
+        return record
+
     def sample_weights(self, n_samples=1, random_state=None):
         """Draw main networks from the hypernetwork.
+
+        With ``n_members > 1`` each draw comes from a member picked uniformly
+        at random.
 
         Parameters
         ----------
@@ -735,8 +929,17 @@ class HyperNetworkFamily(BaseStochasticNetwork):
         """
         check_is_fitted(self)
         check_n_samples(n_samples)
+        rng = check_random_state(random_state)
+        layers = self._pooled_draws(
+            lambda member, count: member._draw_weights(count, rng), n_samples, rng
+        )
+        return [layer[:, :-1, :] for layer in layers], [layer[:, -1, :] for layer in layers]
+
+    def _draw_weights(self, n_samples, rng):
+        """``n_samples`` weight sets of this network, seeded from ``rng``: one
+        ``(n_samples, fan_in + 1, fan_out)`` array per layer."""
         generator_ = self.network_.weight_generator
-        seed = int(check_random_state(random_state).randint(_SEED_HIGH))
+        seed = int(rng.randint(_SEED_HIGH))
         torch_generator = torch.Generator(device=self.network_.device).manual_seed(seed)
         with torch.no_grad():
             weight_noise = torch.randn(
@@ -745,10 +948,7 @@ class HyperNetworkFamily(BaseStochasticNetwork):
                 device=self.network_.device,
             )
             codes = generator_.codes(weight_noise, weight_noise.new_empty(0))
-            layers = [
-                layer.cpu().numpy() for layer in generator_.materialise(codes, torch.float64)
-            ]
-        return [layer[:, :-1, :] for layer in layers], [layer[:, -1, :] for layer in layers]
+            return [layer.cpu().numpy() for layer in generator_.materialise(codes, torch.float64)]
 
     def _build_weight_generator(self, shapes, generator):
         return HyperNetwork(
@@ -787,6 +987,7 @@ class PointEstimateFamily(BaseStochasticNetwork):
         random_state=None,
         verbose=0,
         device="cpu",
+        n_members=1,
     ):
         _store_params(self, locals())
 

@@ -140,11 +140,30 @@ TRAINING_PARAMETERS = """\
         Where to train.  'auto' picks CUDA when available.  Saved models hold
         no torch objects (parameters are stored as numpy arrays), so a model
         fitted on a GPU loads on a machine without one.
+
+    n_members : int, default=1
+        Beyond the paper: the number of networks of an ensemble.  Members
+        differ in their seed only (initialisation, noise, batch order), share
+        their validation rows, are trained together in one pass of the
+        training engine, and each keeps its own best epoch.  Predictions pool
+        every member's weight samples with equal weight: for the baselines
+        a deep ensemble (Lakshminarayanan et al., 2017), for the hypernetwork
+        a mixture of hypernetworks, still one weight distribution (the noise
+        picks a member and its weights), which cannot collapse to one network
+        while the members differ.  The members are ``estimators_``.
 """
 
 COMMON_ATTRIBUTES = """\
     network_ : torch.nn.Module
-        The fitted torch model (weight generator and input noise).
+        The fitted torch model (weight generator and input noise); with
+        ``n_members=1`` only.
+
+    estimators_ : list of estimators
+        With ``n_members > 1``: the members, fitted estimators of this class
+        with ``n_members=1``.  The attributes below are then the ensemble's:
+        ``n_iter_`` and ``t_`` the largest of the members', the loss and
+        validation records per epoch the mean over the members still
+        training, the best ones the members' mean.
 
     n_features_in_ : int
         Number of features seen during fit.
@@ -197,7 +216,9 @@ REGRESSOR_ATTRIBUTES = """
         predicts ``(y - target_mean_) / target_scale_``.
 
     noise_variance_ : ndarray of shape (`n_outputs_`,) or None
-        With ``loss='squared_error'``, the observation noise in target units:
+        With ``loss='squared_error'``, the observation noise in target units
+        (for an ensemble, the mean of the members', each of whose weight
+        samples carry their member's own):
         with ``early_stopping``, the mean squared residual of the held-out
         validation rows, cross-fitted on their two halves (each half measures
         the epoch that the other half scores best, so that choosing the epoch
@@ -212,7 +233,8 @@ HYPERNET_ATTRIBUTES = """\
         the mean over the P main-network parameters of their standard
         deviation across the draws, and the standard deviation of those
         deviations: how the weight distribution shrinks (Figure 2 of the
-        paper).
+        paper).  For an ensemble, over the 10 draws of every member pooled
+        (a member that stopped counts with the weights it stopped with).
 
     weight_diffusion_steps_ : ndarray of shape (`n_iter_`,)
         Adam steps taken at the end of each epoch of ``weight_diffusion_``.
@@ -229,8 +251,9 @@ HYPERNET_ATTRIBUTES = """\
 BASELINE_ATTRIBUTES = """\
     coefs_ : list of ndarray of shape (fan_in, fan_out)
         Weight matrices of the main network, layer by layer, as in
-        ``MLPRegressor.coefs_``.  Regressors' networks predict standardised
-        targets, ``(y - target_mean_) / target_scale_``.
+        ``MLPRegressor.coefs_`` (with ``n_members > 1``, each member's).
+        Regressors' networks predict standardised targets,
+        ``(y - target_mean_) / target_scale_``.
 
     intercepts_ : list of ndarray of shape (fan_out,)
         Bias vectors of the main network, layer by layer.

@@ -579,8 +579,10 @@ class FlatOptimizer:
     models : list of StochasticMLP
         Models of one architecture (the replicas trained in lockstep).
     learning_rate : float
-    state : dict, optional
-        A :meth:`state_dict` to resume from.
+    states : list of dict or None, optional
+        Adam's state of each replica to resume from, laid out as
+        :meth:`replica_state` gives it (None, or a None entry: fresh moments).
+        The step count is shared: the first given replica's is taken.
     beta_1, beta_2, epsilon : float
         Adam's decay rates of the moment estimates and its numerical floor.
     alpha : float
@@ -592,7 +594,7 @@ class FlatOptimizer:
         self,
         models,
         learning_rate,
-        state=None,
+        states=None,
         *,
         beta_1=0.9,
         beta_2=0.999,
@@ -629,14 +631,20 @@ class FlatOptimizer:
         #: ``alpha`` where the L2 penalty applies, else 0; None without a penalty.
         self.penalty = self._masks(penalised, 0.0, alpha) if penalised else None
         self.fused = fused_adam_available(first.device.type)
-        if state is None:
-            self.exp_avg = torch.zeros_like(self.flat)
-            self.exp_avg_sq = torch.zeros_like(self.flat)
-            self.step_count = torch.zeros((), device=first.device, dtype=first.dtype)
-        else:
-            self.exp_avg = state["exp_avg"].to(first.device)
-            self.exp_avg_sq = state["exp_avg_sq"].to(first.device)
-            self.step_count = state["step"].to(first.device)
+        self.exp_avg = torch.zeros_like(self.flat)
+        self.exp_avg_sq = torch.zeros_like(self.flat)
+        self.step_count = torch.zeros((), device=first.device, dtype=first.dtype)
+        given = [(r, state) for r, state in enumerate(states or ()) if state is not None]
+        for replica, state in given:
+            for name, moment in (("exp_avg", self.exp_avg), ("exp_avg_sq", self.exp_avg_sq)):
+                saved = state[name].to(first.device)
+                offset = 0
+                for block in self.blocks(moment):
+                    size = block[replica].numel()
+                    block[replica].copy_(saved[offset : offset + size].view_as(block[replica]))
+                    offset += size
+        if given:
+            self.step_count.copy_(given[0][1]["step"])
 
     def _masks(self, masks, default, scale=1.0):
         """A buffer like :attr:`flat`: ``scale * masks[parameter]`` on the
@@ -713,10 +721,6 @@ class FlatOptimizer:
             for name, moment in (("exp_avg", self.exp_avg), ("exp_avg_sq", self.exp_avg_sq))
         }
         return {**state, "step": self.step_count.clone()}
-
-    def state_dict(self):
-        """Adam's moments and step count."""
-        return {"exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq, "step": self.step_count}
 
 
 def step_flops(model, batch_size):
@@ -1016,6 +1020,8 @@ def train(
     validation_scores=None,
     verbose=0,
     kl_weight=0.0,
+    on_epoch_end=None,
+    stacklevel=USER_STACKLEVEL,
 ):
     """Run up to ``max_epochs`` epochs, stopping as scikit-learn's MLP does.
 
@@ -1053,6 +1059,12 @@ def train(
         Weight of the KL term of the weight distribution, relative to a
         variational objective (see :func:`kl_scale`); the recorded loss
         includes the term.
+    on_epoch_end : callable, optional
+        Called after every epoch with the indices of the models that
+        recorded it (those still training), for diagnostics over all models.
+    stacklevel : int
+        Stack level of the warnings issued here, counted from this function:
+        where the caller's caller sits that should see them.
 
     Returns
     -------
@@ -1092,7 +1104,7 @@ def train(
                     interrupted,
                 )
                 optimizer.flush_denormals()
-                losses, scores, messages = [], [], []
+                losses, scores, messages, recorded = [], [], [], []
                 for replica, (model, history) in enumerate(zip(models, histories)):
                     if stopped[replica]:
                         continue
@@ -1104,7 +1116,7 @@ def train(
                             reset_moments=True,
                             replica=replica if n_replicas > 1 else None,
                         )
-                        warn_diverged(history.n_iter + 1, loss)
+                        warn_diverged(history.n_iter + 1, loss, stacklevel + 1)
                         stopped[replica] = True
                         continue
                     validation_score = validation_scores[replica]
@@ -1119,6 +1131,7 @@ def train(
                         )
                         history.diffusion_steps.append(history.n_steps)
                     losses.append(loss)
+                    recorded.append(replica)
                     if score is not None:
                         scores.append(score)
                     if history.no_improvement_count > n_iter_no_change:
@@ -1129,6 +1142,8 @@ def train(
                             f"{n_iter_no_change} consecutive epochs. Stopping."
                         )
                 snapshot = None  # the epoch is finished: nothing to roll back
+                if on_epoch_end is not None and recorded:
+                    on_epoch_end(recorded)
                 if verbose and losses:
                     report_epoch(
                         verbose,
@@ -1158,7 +1173,7 @@ def train(
         warnings.warn(
             "Training interrupted by user: the model keeps the parameters of the last "
             f"finished epoch ({histories[0].n_iter} in all).",
-            stacklevel=USER_STACKLEVEL,
+            stacklevel=stacklevel,
         )
         stopped = [True] * n_replicas
     for model, history, validation_score, state in zip(
@@ -1171,13 +1186,13 @@ def train(
     return stopped
 
 
-def warn_diverged(epoch, loss):
+def warn_diverged(epoch, loss, stacklevel):
     warnings.warn(
         f"Training diverged in epoch {epoch}: the loss became {loss}. The parameters "
         "from before that epoch are kept and the optimiser's state is reset. Lower "
         "learning_rate_init, or scale X and y (for example with StandardScaler).",
         ConvergenceWarning,
-        stacklevel=USER_STACKLEVEL + 1,
+        stacklevel=stacklevel,
     )
 
 

@@ -165,17 +165,24 @@ class WeightGenerator(nn.Module):
             layers = [layer[None] for layer in layers]
         return torch.cat([layer.flatten(1) for layer in layers], dim=1)
 
-    def diffusion(self, weight_noise):
-        """Spread of the generated weights (Figure 2 of the paper).
-
-        From one weight sample per row of ``weight_noise`` (dropout off),
-        the standard deviation of every one of the P outputs across samples;
-        returns their mean and their standard deviation.
-        """
+    def diffusion_weights(self, weight_noise):
+        """The ``(n, P)`` parameter vectors of one weight sample per row of
+        ``weight_noise``, dropout off."""
         with torch.no_grad():
-            weights = self.flat_weights(self.codes(weight_noise, weight_noise.new_empty(0)))
-            spread = weights.std(dim=0)
-        return float(spread.mean()), float(spread.std())
+            return self.flat_weights(self.codes(weight_noise, weight_noise.new_empty(0)))
+
+    def diffusion(self, weight_noise):
+        """Spread of the generated weights (Figure 2 of the paper): the
+        :func:`weight_spread` of :meth:`diffusion_weights`."""
+        return weight_spread(self.diffusion_weights(weight_noise))
+
+
+def weight_spread(weights):
+    """From weight samples, rows of ``weights`` ``(n, P)``: the standard
+    deviation of every one of the P parameters across samples; returns their
+    mean and their standard deviation."""
+    spread = weights.std(dim=0)
+    return float(spread.mean()), float(spread.std())
 
 
 class PointEstimate(WeightGenerator):

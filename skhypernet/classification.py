@@ -90,6 +90,16 @@ class _StochasticClassifier(ClassifierMixin, BaseStochasticNetwork):
                 f"but its network has {n_network_outputs} outputs."
             )
 
+    def _pool_task_attributes(self, members):
+        self.classes_ = members[0].classes_
+
+    def _share_with_members(self, members):
+        # partial_fit takes the classes from its first call's argument, which
+        # the ensemble received.
+        if hasattr(self, "classes_"):
+            for member in members:
+                member.classes_ = self.classes_
+
     def _reference_loss(self):
         # Cross-entropy of predicting every class with equal probability.
         return float(np.log(self.classes_.size))
@@ -170,7 +180,7 @@ class _StochasticClassifier(ClassifierMixin, BaseStochasticNetwork):
             ``n_predict_samples`` weight samples for the hypernetwork (the same
             ones :meth:`predict_proba` averages), 1 for point estimates.
         """
-        outputs = self._sample_outputs(self._validate_X_predict(X))
+        outputs = self._prediction_outputs(self._validate_X_predict(X))
         outputs = outputs - outputs.max(axis=-1, keepdims=True)
         proba = np.exp(outputs)
         return proba / proba.sum(axis=-1, keepdims=True)

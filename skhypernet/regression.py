@@ -16,6 +16,7 @@ from ._base import (
     check_n_samples,
 )
 from ._docstrings import fill_doc
+from .distributions import Normal, NormalMixture
 
 
 def weighted_r2(y, residuals, sample_weight):
@@ -217,6 +218,25 @@ class _StochasticRegressor(RegressorMixin, BaseStochasticNetwork):
         self._standardised_noise = standardised * np.ones_like(self.target_scale_)
         self.noise_variance_ = self._standardised_noise * self.target_scale_**2
 
+    def _pool_task_attributes(self, members):
+        first = members[0]
+        self.n_outputs_ = first.n_outputs_
+        self.target_mean_, self.target_scale_ = first.target_mean_, first.target_scale_
+        if first._standardised_noise is None:
+            self.noise_variance_ = self._standardised_noise = None
+        else:
+            # Every member's samples carry that member's noise, in equal numbers.
+            self._standardised_noise = np.mean([m._standardised_noise for m in members], axis=0)
+            self.noise_variance_ = self._standardised_noise * self.target_scale_**2
+
+    def _components(self, outputs):
+        """Means and noise standard deviations, in standardised units, of the
+        weight samples' Gaussians, from this network's outputs (S, n, ...)."""
+        if self._gaussian():
+            means, log_variances = _engine.GAUSSIAN_NLL.split(torch.from_numpy(outputs))
+            return means.numpy(), torch.exp(0.5 * log_variances).numpy()
+        return outputs, np.sqrt(self._standardised_noise)
+
     def _validation_score(self, X, y, sample_weight):
         y = np.reshape(y, (len(y), -1))
         residuals = y - np.reshape(self._predict_tensor(X), y.shape)
@@ -277,6 +297,49 @@ class _StochasticRegressor(RegressorMixin, BaseStochasticNetwork):
         """
         return self._predict_tensor(self._validate_X_predict(X), return_std)
 
+    def predict_dist(self, X):
+        """The predictive distribution of every row.
+
+        For a hypernetwork, the exact equal-weight mixture of the Gaussians of
+        the prediction's weight samples (``n_predict_samples`` per member):
+        each is centred on that sample's prediction, with the observation
+        noise as its variance (see the class description).  For point
+        estimates, a Gaussian (a mixture of the members' Gaussians with
+        ``n_members > 1``).  Its mean and standard deviation are those of
+        ``predict(X, return_std=True)``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Input data.
+
+        Returns
+        -------
+        dist : NormalMixture or Normal
+            A distribution of batch shape ``(n_samples,)``, or
+            ``(n_samples, n_outputs)`` for several targets, in the units of
+            the training targets, with scipy.stats-style methods (``mean``,
+            ``std``, ``interval``, ``ppf``, ``cdf``, ``logpdf``, ``rvs``) and
+            the split of its variance into ``epistemic_var`` (the spread of
+            the weight samples' predictions) and ``aleatoric_var`` (the
+            noise); see :mod:`skhypernet.distributions`.
+        """
+        X_tensor = self._validate_X_predict(X)
+        locs, scales = [], []
+        for member in self._fitted_members():
+            means, noise_stds = member._components(member._prediction_outputs(X_tensor))
+            locs.append(means)
+            scales.append(np.broadcast_to(noise_stds, means.shape))
+        # (S, n, n_outputs) -> (n, n_outputs, S), in target units.
+        unit, offset = self.target_scale_[:, None], self.target_mean_[:, None]
+        locs = np.moveaxis(np.concatenate(locs), 0, -1) * unit + offset
+        scales = np.moveaxis(np.concatenate(scales), 0, -1) * unit
+        if self.n_outputs_ == 1:
+            locs, scales = locs[:, 0], scales[:, 0]
+        if locs.shape[-1] == 1:
+            return Normal(locs[..., 0], scales[..., 0])
+        return NormalMixture(locs, scales)
+
     def sample_y(self, X, n_samples=1, random_state=None):
         """Draw targets from the predictive distribution.
 
@@ -300,14 +363,12 @@ class _StochasticRegressor(RegressorMixin, BaseStochasticNetwork):
         check_n_samples(n_samples)
         X_tensor = self._validate_X_predict(X)
         rng = check_random_state(random_state)
-        outputs = self._sample_outputs(X_tensor, n_samples, rng)
-        if self._gaussian():
-            means, log_variances = _engine.GAUSSIAN_NLL.split(torch.from_numpy(outputs))
-            means, noise_std = means.numpy(), torch.exp(0.5 * log_variances).numpy()
-        else:
-            means = outputs
-            noise_std = np.sqrt(self._standardised_noise)
-        draws = means + noise_std * rng.standard_normal(means.shape)
+
+        def draw(member, count):
+            means, noise_std = member._components(member._random_outputs(X_tensor, count, rng))
+            return [means + noise_std * rng.standard_normal(means.shape)]
+
+        (draws,) = self._pooled_draws(draw, n_samples, rng)
         draws = draws * self.target_scale_ + self.target_mean_  # (S, n, n_outputs)
         draws = np.moveaxis(draws, 0, -1)
         return draws[:, 0, :] if self.n_outputs_ == 1 else draws
@@ -386,6 +447,7 @@ class HyperNetRegressor(HyperNetworkFamily, _StochasticRegressor):
         random_state=None,
         verbose=0,
         device="cpu",
+        n_members=1,
     ):
         _store_params(self, locals())
 
@@ -448,5 +510,6 @@ class SGDBaseline(PointEstimateFamily, _StochasticRegressor):
         random_state=None,
         verbose=0,
         device="cpu",
+        n_members=1,
     ):
         _store_params(self, locals())

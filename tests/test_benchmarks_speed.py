@@ -32,6 +32,11 @@ def test_report_shows_ratios_and_targets():
         "lockstep_replicas": 20,
         "batch_1_lockstep": 0.2,
         "warm_up_seconds": 0.25,
+        "ensemble_members": 5,
+        "ensembles": {
+            "HyperNetRegressor batch 32": {"one": 0.02, "members": 0.05},
+            "SGDBaseline batch 1": {"one": 0.01, "members": 0.015},
+        },
     }
     table = speed.report(figures)
     assert "| 1.20 | <= 1.0 |" in table
@@ -42,6 +47,11 @@ def test_report_shows_ratios_and_targets():
     assert "| 0.25 s |" in table
     assert "| 1200 ms / 200 ms | 6.00 | >= 5.0 |" in table
     assert "100 MB" in table
+    assert (
+        "| epoch, batch 32, 927 x 8: HyperNetRegressor(n_members=5) / one network "
+        "| 50.0 ms / 20.0 ms | 2.50 | <= 2.0 |" in table
+    )
+    assert "SGDBaseline(n_members=5) / one network | 15.0 ms / 10.0 ms | 1.50 |  |" in table
 
 
 def test_mnist_step_peak_memory_is_measured():

@@ -17,6 +17,11 @@ ESTIMATORS = [
     SGDBaseline(max_iter=200, random_state=0),
     HyperNetClassifier(max_iter=200, random_state=0),
     SGDBaselineClassifier(max_iter=200, random_state=0),
+    # Ensembles: their members trained in one pass, the predictions pooled.
+    HyperNetRegressor(n_members=2, max_iter=100, random_state=0),
+    SGDBaseline(n_members=2, max_iter=100, random_state=0),
+    HyperNetClassifier(n_members=2, max_iter=100, random_state=0),
+    SGDBaselineClassifier(n_members=2, max_iter=100, random_state=0),
 ]
 
 EXPECTED_FAILED = {

@@ -117,7 +117,9 @@ def test_sample_weights_layout_and_values():
         if index < 2:
             hidden = np.maximum(hidden, 0)
     X_tensor = torch.tensor(X[:5], dtype=torch.float64)
-    np.testing.assert_allclose(hidden, model._sample_outputs(X_tensor, 3, 0), rtol=1e-6)
+    np.testing.assert_allclose(
+        hidden, model._random_outputs(X_tensor, 3, np.random.RandomState(0)), rtol=1e-6
+    )
 
 
 def test_classifier_per_sample_probabilities():

@@ -12,7 +12,9 @@ Prints a Markdown table of these measurements and their ratios:
 4. predict time for 10,000 rows with S = 100 weight samples;
 5. the cost of ``kl_weight=0.1`` at batch size 1, and of the noise estimate
    after a fit relative to an epoch;
-6. the first fit's warm-up in a fresh process.
+6. the first fit's warm-up in a fresh process;
+7. the epoch time of a 5-member ensemble (``n_members=5``, trained in one pass)
+   against one network, for both families at batch sizes 1 and 32.
 """
 
 import json
@@ -36,6 +38,11 @@ MNIST_SHAPES = layer_shapes(784, [400, 400], 10)
 MNIST_HYPER_HIDDEN = [100, 50]
 #: Replicas of the lockstep measurement (the 20 splits of a UCI data set).
 LOCKSTEP_REPLICAS = 20
+#: Members of the ensemble measurement (the usual size of a deep ensemble).
+ENSEMBLE_MEMBERS = 5
+#: Data shape of the ensemble measurement at each batch size: the Boston shape
+#: at batch size 1 (as above), a 927 x 8 set (Concrete's training rows) at 32.
+ENSEMBLE_SHAPES = {1: (455, 13), 32: (927, 8)}
 
 
 def add_arguments(parser):
@@ -131,6 +138,31 @@ def lockstep_epoch_seconds(n_replicas, repeats, n_samples=455, n_features=13):
         fit_in_lockstep(estimators, [X] * n_replicas, [y] * n_replicas)
 
     return epoch_seconds(fit, repeats)
+
+
+def ensemble_epoch_seconds(repeats):
+    """Epoch seconds of one network and of an ensemble of ``ENSEMBLE_MEMBERS``,
+    per family and batch size: ``{"<class> batch <b>": {"one": s, "members": s}}``."""
+    figures = {}
+    for batch_size, shape in ENSEMBLE_SHAPES.items():
+        X, y = linear_data(*shape)
+        for cls in (HyperNetRegressor, SGDBaseline):
+
+            def make(n_members, cls=cls, batch_size=batch_size):
+                return lambda n_epochs: cls(
+                    n_members=n_members,
+                    batch_size=batch_size,
+                    max_iter=n_epochs,
+                    n_iter_no_change=np.inf,
+                    early_stopping=False,
+                    random_state=0,
+                )
+
+            figures[f"{cls.__name__} batch {batch_size}"] = {
+                "one": estimator_epoch_seconds(make(1), X, y, repeats),
+                "members": estimator_epoch_seconds(make(ENSEMBLE_MEMBERS), X, y, repeats),
+            }
+    return figures
 
 
 def matmul_gflops(repeats, size=2048):
@@ -336,6 +368,8 @@ def measure(threads=None, repeats=3):
         figures["noise_pass_fractions"] = noise_pass_fractions(repeats)
         figures["batch_512"] = compare_epochs(8192, 8, 512, repeats)
         figures["predict_seconds"] = predict_seconds(repeats)
+        figures["ensemble_members"] = ENSEMBLE_MEMBERS
+        figures["ensembles"] = ensemble_epoch_seconds(repeats)
     step, flops = mnist_step_seconds(256, repeats)
     figures["mnist_step_seconds"] = step
     figures["mnist_step_gflops"] = flops / step / 1e9
@@ -430,6 +464,18 @@ def report(figures):
             for key, value in figures["noise_pass_fractions"].items()
         ),
     ]
+    members = figures["ensemble_members"]
+    for name, seconds in figures["ensembles"].items():
+        family, batch = name.split(" batch ")
+        shape = " x ".join(str(n) for n in ENSEMBLE_SHAPES[int(batch)])
+        rows.append(
+            (
+                f"epoch, batch {batch}, {shape}: {family}(n_members={members}) / one network",
+                f"{seconds['members'] * 1e3:.1f} ms / {seconds['one'] * 1e3:.1f} ms",
+                seconds["members"] / seconds["one"],
+                "<= 2.0" if batch == "32" else "",
+            )
+        )
     lines = [
         f"torch {figures['torch']}, {figures['torch_threads']} thread(s)",
         "",
