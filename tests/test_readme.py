@@ -22,6 +22,9 @@ def test_readme_python_blocks_run_in_order():
         warnings.simplefilter("ignore", ConvergenceWarning)
         for block in blocks:
             exec(compile(block, README, "exec"), namespace)
-    assert namespace["std"].shape == (len(X_test),)
-    assert namespace["draws"].shape == (len(X_test), 100)
-    assert namespace["proba_samples"].shape[1:] == (len(X_test), 2)
+    lower, upper = namespace["lower"], namespace["upper"]
+    assert lower.shape == (len(X_test),) and (lower < upper).all()
+    assert (0 <= namespace["epistemic_share"]).all() and (namespace["epistemic_share"] < 1).all()
+    assert len(namespace["ensemble"][-1].estimators_) == 5
+    assert namespace["search"].best_params_["hypernetregressor__kl_weight"] in (0.0, 0.1)
+    assert namespace["bounds"].shape == (len(X_test), 2, 1)
