@@ -295,6 +295,9 @@ def test_defaults_command_scores_settings_on_validation_rows_only(tmp_path, caps
             ["--methods", "SGDBaseline", "--params", "noise_dim=5"],
             "not parameters of SGDBaseline",
         ),
+        ("uncertainty", ["--datasets", "toy"], "need --data"),
+        ("uncertainty", ["--datasets", "iris"], "classification data sets"),
+        ("uncertainty", ["--validation", "1"], "must be in [0, 1)"),
         ("gap", ["--half-gaps", "4"], "not between 0 and 4"),
         ("gap", ["--seeds", "0"], "argument --seeds: must be at least 1, got 0"),
         ("gap", ["--members", "1"], "argument --members: must be at least 2, got 1"),
@@ -679,3 +682,61 @@ def test_tracked_epochs_recorded_are_those_tracked(tmp_path):
     (record,) = read_records(results)
     assert record["settings"]["track_epochs"] == 2
     assert len(record["rmse_tracked_epochs"]) == 2
+
+
+def test_uncertainty_command_scores_distributions_and_resumes(tmp_path, capsys):
+    folder, X, y = write_uci_folder(tmp_path / "data", name="toy", n_rows=80, n_splits=2)
+    methods = ["SGDBaseline", "SGDBaseline, 5 members", "Gaussian process", "conformal HGB"]
+    args = ["uncertainty", "--data", str(tmp_path / "data"), "--datasets", "toy", "--methods"]
+    args += methods + ["--results", str(tmp_path / "u.jsonl")]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    records = read_records(tmp_path / "u.jsonl")
+    assert len(records) == 2 * len(methods)
+    for record in records:
+        for field in ("nll", "crps", "rmse", "width_90", "fit_seconds", "predict_seconds"):
+            assert np.isfinite(record[field])
+        assert 0 <= record["coverage_90"] <= 1 and record["n_test"] == 16
+    ensemble = [r for r in records if r["method"] == "SGDBaseline, 5 members"]
+    assert all(0 < r["epistemic_share_test"] < r["epistemic_share_far"] < 1 for r in ensemble)
+    assert all("epistemic_share_test" not in r for r in records if r["method"] == "conformal HGB")
+    assert "test NLL (lower is better)" in out and "Mean rank in CRPS over 1 data sets" in out
+    assert "| toy |" in out and "beyond the data" in out
+    assert main(args + ["--resume"]) == 0
+    assert "8 of 8 results already present; running 0." in capsys.readouterr().out
+
+
+def test_uncertainty_command_never_reads_test_rows_with_validation(tmp_path, capsys):
+    folder, X, y = write_uci_folder(tmp_path / "data", name="toy", n_rows=60, n_splits=1)
+    test_rows = np.loadtxt(os.path.join(folder, "data", "index_test_0.txt"), dtype=int)
+    data = np.loadtxt(os.path.join(folder, "data", "data.txt"))
+    data[test_rows, 1] = 1e6  # a score that read them would be huge
+    np.savetxt(os.path.join(folder, "data", "data.txt"), data)
+    args = ["uncertainty", "--data", str(tmp_path / "data"), "--datasets", "toy"]
+    args += ["--methods", "Gaussian process", "--validation", "0.25"]
+    assert main(args + ["--results", str(tmp_path / "v.jsonl")]) == 0
+    (record,) = read_records(tmp_path / "v.jsonl")
+    assert record["n_train"] + record["n_test"] == 48 and record["n_test"] == 12
+    assert record["rmse"] < 100 and record["settings"]["validation"] == 0.25
+    assert "validation NLL" in capsys.readouterr().out
+
+
+def test_uncertainty_command_leaves_out_the_gp_on_large_sets(tmp_path, monkeypatch):
+    from skhypernet.benchmarks import uncertainty
+
+    write_uci_folder(tmp_path / "data", name="toy", n_rows=60, n_splits=3)
+    monkeypatch.setattr(uncertainty, "GP_MAX_ROWS", 10)
+    args = argparse.Namespace(
+        data=str(tmp_path / "data"),
+        datasets=["toy", "diabetes"],
+        splits=2,
+        methods=["Gaussian process", "NGBoost"],
+        seed=0,
+        validation=0.0,
+    )
+    tasks = uncertainty.plan(args)
+    assert {(t["dataset"], t["method"]) for t in tasks} == {
+        ("toy", "NGBoost"),
+        ("diabetes", "NGBoost"),
+    }
+    assert len(tasks) == 4

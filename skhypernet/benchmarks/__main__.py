@@ -5,16 +5,17 @@ diffusion, Figure 2), ``defaults`` (every estimator with its defaults beside
 scikit-learn's), ``kl-weight`` (cross-validation of ``kl_weight`` on
 training rows), ``gap`` (predictive std between two clusters of data, beside
 a deep ensemble and a Gaussian process), ``speed`` (the training engine against scikit-learn's
-MLP), ``memory`` (peak memory of predict on many rows) and ``search`` (a
-parallel GridSearchCV).
-``COMMAND --help`` lists each one's options.
+MLP), ``memory`` (peak memory of predict on many rows), ``search`` (a
+parallel GridSearchCV), ``red-team`` (bad inputs) and ``uncertainty``
+(predictive distributions beside deep ensembles, NGBoost, Gaussian processes
+and conformal intervals).  ``COMMAND --help`` lists each one's options.
 """
 
 import argparse
 import signal
 import sys
 
-from . import defaults, gap, kl_weight, memory, mnist, red_team, search, speed, uci
+from . import defaults, gap, kl_weight, memory, mnist, red_team, search, speed, uci, uncertainty
 from ._results import BenchmarkInputError
 
 
@@ -60,6 +61,11 @@ def main(argv=None):
     red_team.add_arguments(
         commands.add_parser("red-team", help="bad inputs: clear errors, never silent or lost")
     )
+    uncertainty.add_arguments(
+        commands.add_parser(
+            "uncertainty", help="predictive uncertainty beside deep ensembles, NGBoost, GP"
+        )
+    )
     args = parser.parse_args(argv)
     previous = {signum: signal.signal(signum, _stop_run) for signum in STOP_SIGNALS}
     runners = {
@@ -73,6 +79,7 @@ def main(argv=None):
         "memory": memory.run,
         "search": search.run,
         "red-team": red_team.run,
+        "uncertainty": uncertainty.run,
     }
     try:
         return runners[args.command](args)

@@ -1,0 +1,368 @@
+"""Predictive uncertainty side by side with what users pick for it.
+
+Each method is fitted as a user would fit it, after ``StandardScaler`` on X,
+on one thread: the hypernetwork in the paper's mode, in the recommended
+uncertainty setting and with members; ``SGDBaseline`` alone and as a deep
+ensemble of five; NGBoost (``pip install "skhypernet[bench]"``); a Gaussian
+process (constant x ARD-RBF + white kernel, ``normalize_y``; up to
+``GP_MAX_ROWS`` training rows); and split-conformal intervals (MAPIE) around
+histogram gradient boosting and around the hypernetwork.  Every method sees
+the same splits: the UCI sets' own (``--data``) and random 80/20 splits of
+scikit-learn's diabetes data.
+
+Per data set, split and method the record holds the test RMSE, negative
+log-likelihood (NLL), CRPS, coverage and mean width of the central 90 %
+interval, the fit and predict times and, for the methods with a weight
+distribution, the share of the predictive variance that comes from it on the
+test rows and on rows beyond the data's range (the test rows' standardised
+features times ``FAR_FACTOR``).  A conformal interval is read as a Gaussian
+of the same 90 % interval for the NLL and CRPS.
+
+With ``--validation FRACTION`` every method is fitted on the rest of each
+split's training rows and scored on that fraction of them: settings are
+chosen there, never on test rows.
+"""
+
+import time
+import warnings
+
+import numpy as np
+from scipy.stats import norm
+from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.gaussian_process import GaussianProcessRegressor
+from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from .. import HyperNetRegressor, SGDBaseline
+from .._cli import add_jobs_argument, at_least
+from ..datasets import uci_n_splits
+from ..distributions import Normal
+from ..metrics import crps, interval_coverage, interval_width, log_likelihood
+from ._results import BenchmarkInputError, add_store_arguments, format_estimate, markdown_table
+from ._results import mean_and_standard_error as mean_and_error
+from .defaults import BUILTIN, decimals, random_cut
+from .defaults import load_split as load_split_of
+from .uci import find_datasets, run_and_collect
+
+#: The Gaussian process is fitted up to this many training rows (its cost grows as n^3).
+GP_MAX_ROWS = 2000
+#: Rows beyond the data's range: the test rows' standardised features times this.
+FAR_FACTOR = 3.0
+CONFIDENCE = 0.9
+#: Random splits of the built-in diabetes data (the UCI sets have 20, Protein 5).
+BUILTIN_SPLITS = 20
+#: Members of the ensembles.
+MEMBERS = 5
+#: The hypernetwork's recommended setting for predictive uncertainty (beyond the paper).
+RECOMMENDED = {"kl_weight": 0.1}
+KEY_FIELDS = ("dataset", "split", "method", "settings")
+
+
+def _gaussian_process(seed, n_features):
+    kernel = ConstantKernel() * RBF(length_scale=np.ones(n_features)) + WhiteKernel()
+    return GaussianProcessRegressor(
+        kernel, normalize_y=True, n_restarts_optimizer=2, random_state=seed
+    )
+
+
+def _ngboost(seed, n_features):
+    try:
+        from ngboost import NGBRegressor
+    except ImportError:
+        raise BenchmarkInputError(
+            "NGBoost is not installed: pip install ngboost (or skhypernet[bench])."
+        ) from None
+    return NGBRegressor(verbose=False, random_state=seed)
+
+
+class ConformalInterval:
+    """MAPIE's split-conformal regressor around ``estimator``, fitted on 80 % of
+    the training rows and conformalized on the rest; its 90 % interval read
+    as a Gaussian (for the NLL and CRPS)."""
+
+    def __init__(self, estimator, std_normalised, seed):
+        self.estimator, self.std_normalised, self.seed = estimator, std_normalised, seed
+
+    def fit(self, X, y):
+        from mapie.conformity_scores import StdConformityScore
+        from mapie.regression import SplitConformalRegressor
+
+        score = StdConformityScore() if self.std_normalised else "absolute"
+        self.conformal_ = SplitConformalRegressor(
+            self.estimator, confidence_level=CONFIDENCE, conformity_score=score, prefit=False
+        )
+        X_fit, X_conformalize, y_fit, y_conformalize = random_cut(
+            X, y, "regression", 0.2, self.seed
+        )
+        self.conformal_.fit(X_fit, y_fit).conformalize(X_conformalize, y_conformalize)
+        return self
+
+    def predict_dist(self, X):
+        mean, bounds = self.conformal_.predict_interval(X)
+        half_width = (bounds[:, 1, 0] - bounds[:, 0, 0]) / 2
+        z = norm.ppf(0.5 + CONFIDENCE / 2)
+        # An interval of width 0 (a constant model) has no Gaussian reading.
+        return Normal(mean, np.maximum(half_width / z, np.finfo(float).tiny))
+
+
+def _ours(cls, **params):
+    return lambda seed, n_features: cls(random_state=seed, **params)
+
+
+#: Method name -> estimator for a seed and a number of features (before the scaler).
+METHODS = {
+    "HyperNet": _ours(HyperNetRegressor),
+    "HyperNet, recommended": _ours(HyperNetRegressor, **RECOMMENDED),
+    f"HyperNet, {MEMBERS} members": _ours(HyperNetRegressor, n_members=MEMBERS),
+    "SGDBaseline": _ours(SGDBaseline),
+    f"SGDBaseline, {MEMBERS} members": _ours(SGDBaseline, n_members=MEMBERS),
+    "NGBoost": _ngboost,
+    "Gaussian process": _gaussian_process,
+    "conformal HGB": lambda seed, n_features: ConformalInterval(
+        HistGradientBoostingRegressor(random_state=seed), False, seed
+    ),
+    "conformal HyperNet": lambda seed, n_features: ConformalInterval(
+        HyperNetRegressor(random_state=seed), True, seed
+    ),
+}
+DEEP_ENSEMBLE = f"SGDBaseline, {MEMBERS} members"
+SCORES = ("nll", "crps", "coverage_90", "width_90", "rmse")
+
+
+def add_arguments(parser):
+    parser.add_argument(
+        "--data", help="folder of UCI data sets in the standard split layout (as for uci)"
+    )
+    parser.add_argument(
+        "--datasets",
+        nargs="+",
+        help=f"data sets to run, UCI folder names or {', '.join(BUILTIN)}; default: the UCI "
+        "sets of --data and diabetes",
+    )
+    parser.add_argument(
+        "--splits", type=at_least(1), help="first N splits of each data set (default: all)"
+    )
+    parser.add_argument(
+        "--methods", nargs="+", choices=list(METHODS), help="methods to run (default: all)"
+    )
+    parser.add_argument("--seed", type=at_least(0), default=0, help="base seed (plus the split)")
+    parser.add_argument(
+        "--validation",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="score on this fraction of each split's training rows, fitted on the rest; "
+        "the test rows are never read (default 0: test rows)",
+    )
+    add_jobs_argument(parser)
+    add_store_arguments(parser)
+
+
+def plan(args):
+    """One task per data set, split and method."""
+    requested = args.datasets or []
+    uci_names = [name for name in requested if name not in BUILTIN]
+    if uci_names and not args.data:
+        raise BenchmarkInputError(f"Data sets {uci_names} need --data (a UCI folder).")
+    if not 0 <= args.validation < 1:
+        raise BenchmarkInputError(f"--validation must be in [0, 1), got {args.validation}.")
+    wanted = args.data and (uci_names or not requested)
+    uci = find_datasets(args.data, uci_names or None) if wanted else []
+    sources = [(name, "uci") for name in uci]
+    sources += [("diabetes", "builtin")] if not requested or "diabetes" in requested else []
+    unknown = [name for name in requested if name in BUILTIN and name != "diabetes"]
+    if unknown:
+        raise BenchmarkInputError(f"{unknown} are classification data sets; this is regression.")
+    tasks = []
+    for name, source in sources:
+        n_splits = uci_n_splits(f"{args.data}/{name}") if source == "uci" else BUILTIN_SPLITS
+        n_splits = min(n_splits, args.splits or n_splits)
+        methods = list(args.methods or METHODS)
+        first = {
+            "data": args.data,
+            "dataset": name,
+            "split": 0,
+            "settings": {"source": source, "task": "regression"},
+        }
+        if "Gaussian process" in methods and len(load_split_of(first)[2]) > GP_MAX_ROWS:
+            methods.remove("Gaussian process")
+        for split in range(n_splits):
+            for method in methods:
+                settings = {"source": source, "task": "regression", "seed": args.seed}
+                if args.validation:
+                    settings["validation"] = args.validation
+                if method == "HyperNet, recommended":
+                    settings["recommended"] = RECOMMENDED
+                tasks.append(
+                    {
+                        "data": args.data,
+                        "dataset": name,
+                        "split": split,
+                        "method": method,
+                        "settings": settings,
+                    }
+                )
+    return tasks
+
+
+def scored_rows(task):
+    """Training and scored rows: the split's test rows, or with ``validation``
+    a random part of the training rows (the rest is trained on)."""
+    X_train, X_test, y_train, y_test = load_split_of(task)
+    fraction = task["settings"].get("validation", 0.0)
+    if not fraction:
+        return X_train, X_test, y_train, y_test
+    return random_cut(X_train, y_train, "regression", fraction, task["split"])
+
+
+def _distribution(model, X):
+    """The predictive distribution of a fitted pipeline at ``X``."""
+    final = model[-1]
+    X_scaled = model[:-1].transform(X)
+    if hasattr(final, "predict_dist"):
+        return final.predict_dist(X_scaled)
+    if hasattr(final, "pred_dist"):  # NGBoost
+        dist = final.pred_dist(X_scaled)
+        return Normal(dist.params["loc"], dist.params["scale"])
+    return Normal(*final.predict(X_scaled, return_std=True))
+
+
+def _epistemic_share(dist):
+    """Share of the mean predictive variance that comes from the weights."""
+    return float(np.mean(dist.epistemic_var()) / np.mean(dist.var()))
+
+
+def run_task(task):
+    """Fit one method on one split and score its predictive distribution."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(1)
+    X_train, X_test, y_train, y_test = scored_rows(task)
+    seed = task["settings"]["seed"] + task["split"]
+    model = make_pipeline(StandardScaler(), METHODS[task["method"]](seed, X_train.shape[1]))
+    with threadpool_limits(1), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        start = time.perf_counter()
+        model.fit(X_train, y_train)
+        fit_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        dist = _distribution(model, X_test)
+        predict_seconds = time.perf_counter() - start
+        record = {
+            **{k: task[k] for k in ("dataset", "split", "method", "settings")},
+            "rmse": float(np.sqrt(np.mean((y_test - dist.mean()) ** 2))),
+            "nll": -log_likelihood(y_test, dist),
+            "crps": crps(y_test, dist),
+            "coverage_90": interval_coverage(y_test, dist, confidence=CONFIDENCE),
+            "width_90": interval_width(y_test, dist, confidence=CONFIDENCE),
+            "fit_seconds": fit_seconds,
+            "predict_seconds": predict_seconds,
+            "n_train": len(y_train),
+            "n_test": len(y_test),
+        }
+        if hasattr(model[-1], "predict_dist") and task["method"].startswith(("HyperNet", "SGD")):
+            scaler = model[0]
+            far = scaler.inverse_transform(FAR_FACTOR * scaler.transform(X_test))
+            record["epistemic_share_test"] = _epistemic_share(dist)
+            record["epistemic_share_far"] = _epistemic_share(_distribution(model, far))
+    return record
+
+
+def describe(record):
+    return (
+        f"{record['dataset']} split {record['split']} {record['method']}: NLL "
+        f"{record['nll']:.3f}, coverage {record['coverage_90']:.2f} in "
+        f"{record['fit_seconds']:.1f} s"
+    )
+
+
+def _by_cell(records):
+    cells = {}
+    for record in records:
+        cells.setdefault((record["dataset"], record["method"]), []).append(record)
+    return cells
+
+
+def mean_ranks(records, score):
+    """Mean over data sets of each method's rank by its mean ``score`` (1: lowest),
+    over the data sets where every method of the table has results."""
+    cells = _by_cell(records)
+    methods = sorted({r["method"] for r in records})
+    datasets = sorted({r["dataset"] for r in records})
+    complete = [d for d in datasets if all((d, m) in cells for m in methods)]
+    ranks = {m: [] for m in methods}
+    for dataset in complete:
+        means = [np.mean([r[score] for r in cells[(dataset, m)]]) for m in methods]
+        for method, rank in zip(methods, np.argsort(np.argsort(means)) + 1):
+            ranks[method].append(int(rank))
+    return {m: float(np.mean(r)) for m, r in ranks.items() if r}, complete
+
+
+def summary(records):
+    """Markdown tables: one per score, data sets by methods, mean ± standard error."""
+    cells = _by_cell(records)
+    methods = [m for m in METHODS if any(r["method"] == m for r in records)]
+    datasets = sorted({r["dataset"] for r in records})
+    scored = "validation" if any(r["settings"].get("validation") for r in records) else "test"
+    titles = {
+        "nll": f"{scored} NLL (lower is better)",
+        "crps": f"{scored} CRPS (lower is better)",
+        "coverage_90": f"{scored} coverage of the central 90 % interval",
+        "width_90": f"{scored} mean width of the central 90 % interval",
+        "rmse": f"{scored} RMSE",
+        "fit_seconds": "fit time (s, one thread)",
+    }
+    out = []
+    for score, title in titles.items():
+        rows = []
+        for dataset in datasets:
+            row = [dataset]
+            for method in methods:
+                values = [r[score] for r in cells.get((dataset, method), [])]
+                if not values:
+                    row.append("–")
+                    continue
+                mean, error = mean_and_error(values)
+                digits = 1 if score == "fit_seconds" else decimals(abs(mean), "rmse")
+                row.append(f"{format_estimate(mean, error, digits)} ({len(values)})")
+            rows.append(row)
+        out.append(f"{title}, mean ± standard error (splits)")
+        out.append(markdown_table(["data set", *methods], rows))
+    for score in ("nll", "crps"):
+        ranks, complete = mean_ranks(records, score)
+        if ranks:
+            text = ", ".join(f"{m} {ranks[m]:.2f}" for m in methods if m in ranks)
+            out.append(f"Mean rank in {score.upper()} over {len(complete)} data sets: {text}")
+    shares = [
+        [
+            m,
+            *(
+                f"{np.mean([r[k] for r in records if r['method'] == m]):.3f}"
+                for k in ("epistemic_share_test", "epistemic_share_far")
+            ),
+        ]
+        for m in methods
+        if any("epistemic_share_test" in r for r in records if r["method"] == m)
+    ]
+    if shares:
+        out.append(
+            "Share of the predictive variance from the weight distribution (mean over data "
+            f"sets and splits), on {scored} rows and beyond the data (features x {FAR_FACTOR:g})"
+        )
+        out.append(markdown_table(["method", f"{scored} rows", "beyond the data"], shares))
+    return "\n\n".join(out)
+
+
+def run(args, out=None):
+    import sys
+
+    out = out or sys.stdout
+    tasks = plan(args)
+    records = run_and_collect(
+        args, tasks, KEY_FIELDS, out, task_runner=run_task, describe=describe
+    )
+    print("\n" + summary(records), file=out)
+    return 0 if records or not tasks else 1
