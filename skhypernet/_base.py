@@ -1,6 +1,7 @@
 """The scikit-learn side shared by all estimators: validation, fitting, pickling."""
 
 import dataclasses
+import functools
 import math
 import os
 from abc import ABCMeta, abstractmethod
@@ -11,7 +12,12 @@ import torch
 from sklearn.base import BaseEstimator
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, Options, StrOptions
+from sklearn.utils._param_validation import (
+    Interval,
+    Options,
+    StrOptions,
+    validate_parameter_constraints,
+)
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from . import _engine
@@ -147,6 +153,29 @@ def _to_tensor(array, dtype, device):
     return torch.tensor(np.ascontiguousarray(array), dtype=dtype, device=device)
 
 
+def unchanged_on_failure(method):
+    """Make a fitting method all or nothing: a call that raises leaves the
+    estimator, and the members of an ensemble, with the attributes they had.
+
+    The fitted attributes are replaced, not changed in place, on the way to
+    training, so restoring the attribute dictionaries restores the model.
+    """
+
+    @functools.wraps(method)
+    def guarded(self, *args, **kwargs):
+        owners = [self, *self.__dict__.get("estimators_", [])]
+        saved = [(owner, dict(owner.__dict__)) for owner in owners]
+        try:
+            return method(self, *args, **kwargs)
+        except BaseException:
+            for owner, attributes in saved:
+                owner.__dict__.clear()
+                owner.__dict__.update(attributes)
+            raise
+
+    return guarded
+
+
 @dataclasses.dataclass
 class _Training:
     """One estimator's part of a training run, ready for the engine."""
@@ -254,6 +283,7 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
         """Number of weight samples averaged at prediction."""
 
     # -- fitting -----------------------------------------------------------
+    @unchanged_on_failure
     def fit(self, X, y, sample_weight=None):
         """Fit the model to X and y.
 
@@ -314,13 +344,13 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
     def _fit(self, X, y, sample_weight, incremental):
         if self.n_members == 1:
             trainings = _prepare_lockstep([self], [(X, y, sample_weight)], incremental)
-            _run_lockstep([self], trainings, caller_depth=2)
+            _run_lockstep([self], trainings, caller_depth=3)
             _discard(self, ["estimators_", "_ensemble_random_state"])
             return self
         X, y, members, first_pass = self._members_to_train(X, y, incremental)
         trainings = _prepare_lockstep(members, [(X, y, sample_weight)] * len(members), incremental)
         diagnostics = self._ensemble_diagnostics(members, first_pass)
-        _run_lockstep(members, trainings, caller_depth=2, on_epoch_end=diagnostics)
+        _run_lockstep(members, trainings, caller_depth=3, on_epoch_end=diagnostics)
         self._publish_ensemble(members)
         return self
 
@@ -439,6 +469,12 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
                     "The validation set is too small. Increase 'validation_fraction' "
                     "or the size of your dataset."
                 )
+            if not np.any(weight_val > 0):
+                raise ValueError(
+                    f"Early stopping held out {X_val.shape[0]} validation rows, all with "
+                    "sample_weight 0, so they cannot score the model; set "
+                    "early_stopping=False or give more rows a positive weight."
+                )
             X_val_tensor = _to_tensor(X_val, torch.float64, device)
 
             def validation_score():
@@ -488,8 +524,8 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
         """Publish the fitted attributes and warn as the training ended.
 
         ``caller_depth`` is the number of frames between this method and the
-        user's call (``_run_lockstep``, ``_fit`` and ``fit``: 3), for the
-        warnings to point there.
+        user's call (``_run_lockstep``, ``_fit``, the guard of ``fit`` and
+        ``fit``: 4), for the warnings to point there.
         """
         # The fitted attributes are written together: a Ctrl-C in between would
         # leave some of them from an earlier fit.
@@ -551,15 +587,18 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
     def _validate_X_predict(self, X):
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=np.float64)
+        check_float32_range(X)
+        self._n_weight_samples()  # a parameter set after fit is checked here
         return _to_tensor(X, torch.float64, self._fitted_members()[0].network_.device)
 
     def _predictive_mean(self, X_tensor, transform=None):
         """Eq. 4 over every member's weight samples, on an already validated
         float64 tensor; returns ndarray."""
+        # An ensemble predicts with its own n_predict_samples, which may have
+        # been set after fit.
+        n_samples = self._n_weight_samples()
         means = [
-            member.network_.predictive_mean(
-                X_tensor, member._n_weight_samples(), member._predict_seed, transform
-            )
+            member.network_.predictive_mean(X_tensor, n_samples, member._predict_seed, transform)
             .cpu()
             .numpy()
             for member in self._fitted_members()
@@ -569,12 +608,9 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
     def _prediction_outputs(self, X_tensor):
         """Network outputs of the prediction's fixed weight samples, every
         member's in turn: ndarray (S, n, n_network_outputs)."""
+        n_samples = self._n_weight_samples()
         outputs = [
-            member.network_.sample_outputs(
-                X_tensor, member._n_weight_samples(), member._predict_seed
-            )
-            .cpu()
-            .numpy()
+            member.network_.sample_outputs(X_tensor, n_samples, member._predict_seed).cpu().numpy()
             for member in self._fitted_members()
         ]
         return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
@@ -857,6 +893,11 @@ class HyperNetworkFamily(BaseStochasticNetwork):
         _store_params(self, locals())
 
     def _n_weight_samples(self):
+        validate_parameter_constraints(
+            {"n_predict_samples": self._parameter_constraints["n_predict_samples"]},
+            {"n_predict_samples": self.n_predict_samples},
+            caller_name=type(self).__name__,
+        )
         return self.n_predict_samples
 
     def _code_size(self):

@@ -685,6 +685,13 @@ class FlatOptimizer:
         for moment in (self.exp_avg, self.exp_avg_sq):
             moment.masked_fill_(moment.abs() < tiny, 0.0)
 
+    def finite_replicas(self):
+        """Whether each replica's parameters are all finite: list of bool."""
+        finite = torch.ones(self.n_replicas, dtype=torch.bool, device=self.flat.device)
+        for block in self.values.tensors():
+            finite &= torch.isfinite(block).flatten(1).all(1)
+        return finite.tolist()
+
     def snapshot(self):
         """A copy of the parameters, for :meth:`restore`."""
         return self.flat.clone()
@@ -1104,13 +1111,16 @@ def train(
                     interrupted,
                 )
                 optimizer.flush_denormals()
+                # A last update can make parameters NaN while the epoch's loss
+                # was finite: that epoch diverged too.
+                finite = optimizer.finite_replicas()
                 losses, scores, messages, recorded = [], [], [], []
                 for replica, (model, history) in enumerate(zip(models, histories)):
                     if stopped[replica]:
                         continue
                     loss = float(output_losses[replica].mean())
                     loss += epoch_kl_weights[replica] * kls[replica] / data.n_samples
-                    if not math.isfinite(loss):
+                    if not (math.isfinite(loss) and finite[replica]):
                         optimizer.restore(
                             snapshot,
                             reset_moments=True,
@@ -1187,8 +1197,9 @@ def train(
 
 
 def warn_diverged(epoch, loss, stacklevel):
+    became = f"the loss became {loss}" if not math.isfinite(loss) else "the parameters became NaN"
     warnings.warn(
-        f"Training diverged in epoch {epoch}: the loss became {loss}. The parameters "
+        f"Training diverged in epoch {epoch}: {became}. The parameters "
         "from before that epoch are kept and the optimiser's state is reset. Lower "
         "learning_rate_init, or scale X and y (for example with StandardScaler).",
         ConvergenceWarning,

@@ -10,7 +10,12 @@ from sklearn.utils.multiclass import (
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import _engine
-from ._base import BaseStochasticNetwork, HyperNetworkFamily, PointEstimateFamily
+from ._base import (
+    BaseStochasticNetwork,
+    HyperNetworkFamily,
+    PointEstimateFamily,
+    unchanged_on_failure,
+)
 from ._docstrings import fill_doc
 
 
@@ -117,6 +122,7 @@ class _StochasticClassifier(ClassifierMixin, BaseStochasticNetwork):
         class_indices = np.searchsorted(self.classes_, y)
         return mean_log_likelihood(self._proba_tensor(X), class_indices, sample_weight)
 
+    @unchanged_on_failure
     def partial_fit(self, X, y, sample_weight=None, classes=None):
         """Train for one epoch on X and y, continuing from the current state.
 

@@ -14,6 +14,7 @@ from ._base import (
     PointEstimateFamily,
     _store_params,
     check_n_samples,
+    unchanged_on_failure,
 )
 from ._docstrings import fill_doc
 from .distributions import Normal, NormalMixture
@@ -253,6 +254,7 @@ class _StochasticRegressor(RegressorMixin, BaseStochasticNetwork):
             )
         return weighted_r2(y, residuals, sample_weight)
 
+    @unchanged_on_failure
     def partial_fit(self, X, y, sample_weight=None):
         """Train for one epoch on X and y, continuing from the current state.
 
