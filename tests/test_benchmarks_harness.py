@@ -393,6 +393,7 @@ def test_result_store_drops_a_line_cut_short_by_a_crash(tmp_path):
     store = ResultStore(path, resume=False, record_keys=KEYS)
     store.append({"dataset": "a", "split": 0})
     store.append({"dataset": "a", "split": 1})
+    store.close()
     with open(path, "a") as handle:
         handle.write('{"dataset": "a", "spl')
     resumed = ResultStore(path, resume=True, record_keys=KEYS)
@@ -740,3 +741,57 @@ def test_uncertainty_command_leaves_out_the_gp_on_large_sets(tmp_path, monkeypat
         ("diabetes", "NGBoost"),
     }
     assert len(tasks) == 4
+
+
+@pytest.mark.parametrize("text", ["my notes\nsecond line", "single line", '{"x": 1}\nlast'])
+def test_resume_never_touches_a_file_it_refuses(tmp_path, text):
+    path = tmp_path / "notes.txt"
+    path.write_text(text)
+    with pytest.raises(BenchmarkInputError, match="not a results file"):
+        ResultStore(path, resume=True, record_keys=KEYS)
+    assert path.read_text() == text
+
+
+def test_a_cut_last_line_is_repaired_only_among_records(tmp_path):
+    path = tmp_path / "results.jsonl"
+    path.write_text('{"dataset": "a", "split": 0}\nmy notes\n{"dataset": "a", "spl')
+    with pytest.raises(BenchmarkInputError, match="not a results file"):
+        ResultStore(path, resume=True, record_keys=KEYS)
+    assert path.read_text().endswith('{"dataset": "a", "spl')
+
+
+def test_a_results_file_in_use_is_refused_by_a_second_run(tmp_path):
+    path = tmp_path / "results.jsonl"
+    first = ResultStore(path, resume=False, record_keys=KEYS)
+    first.append({"dataset": "a", "split": 0})
+    for options in ({"resume": True}, {"resume": False, "overwrite": True}):
+        with pytest.raises(BenchmarkInputError, match="in use by another run"):
+            ResultStore(path, record_keys=KEYS, **options)
+    assert read_records(path) == [{"dataset": "a", "split": 0}]
+    first.close()
+    ResultStore(path, resume=True, record_keys=KEYS).close()
+
+
+def test_records_of_one_key_are_read_once(tmp_path):
+    path = tmp_path / "results.jsonl"
+    lines = [{"dataset": "a", "split": 0, "v": 1}, {"dataset": "a", "split": 0, "v": 2}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    with pytest.warns(UserWarning, match="1 duplicate"):
+        store = ResultStore(path, resume=True, record_keys=KEYS)
+    assert store.records == [lines[0]]
+
+
+def test_results_paths_that_cannot_hold_results_are_named(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "binary.jsonl").write_bytes(b"\xff\xfe\x00garbage")
+    cases = [
+        (tmp_path, {"resume": True}, "Cannot use"),
+        (tmp_path, {"resume": False}, "Cannot use"),
+        (tmp_path / "afile" / "r.jsonl", {"resume": False}, "Cannot use"),
+        ("", {"resume": False}, "needs a file name"),
+        (tmp_path / "binary.jsonl", {"resume": True}, "not UTF-8 text"),
+    ]
+    for path, options, message in cases:
+        with pytest.raises(BenchmarkInputError, match=message):
+            ResultStore(path, record_keys=KEYS, **options)
+    assert (tmp_path / "binary.jsonl").read_bytes() == b"\xff\xfe\x00garbage"

@@ -233,6 +233,7 @@ def test_red_team_pass_finds_no_silent_wrong_result_crash_or_data_loss():
         "bad data",
         "bad parameters",
         "tampered saved state",
+        "failed refits and predictions",
         "benchmark results files",
     }
     for category, tally in counts.items():

@@ -62,53 +62,81 @@ class ResultStore:
         self.records = []
         self.record_keys = tuple(record_keys)
         self._replace_on_first_append = False
-        exists = os.path.exists(self.path) and os.path.getsize(self.path) > 0
-        if exists and resume:
-            self._load()
-        elif exists and not overwrite:
-            raise BenchmarkInputError(
-                f"{self.path} already holds results: pass --resume to continue that run, "
-                "or --overwrite to replace the file."
-            )
-        else:
-            self._replace_on_first_append = exists
+        if not self.path:
+            raise BenchmarkInputError("--results needs a file name.")
+        try:
             directory = os.path.dirname(self.path)
             if directory:
                 os.makedirs(directory, exist_ok=True)
-            if not exists:
-                open(self.path, "w", encoding="utf-8").close()
+            self._lock = _locked(self.path)
+            exists = os.path.exists(self.path) and os.path.getsize(self.path) > 0
+            if os.path.isdir(self.path):
+                raise IsADirectoryError(21, "Is a directory")
+            if exists and resume:
+                self._load()
+            elif exists and not overwrite:
+                raise BenchmarkInputError(
+                    f"{self.path} already holds results: pass --resume to continue that run, "
+                    "or --overwrite to replace the file."
+                )
+            else:
+                self._replace_on_first_append = exists
+                if not exists:
+                    open(self.path, "w", encoding="utf-8").close()
+        except BenchmarkInputError:
+            self.close()
+            raise
+        except OSError as error:
+            self.close()
+            raise BenchmarkInputError(
+                f"Cannot use {self.path} as a results file: {error.strerror or error}."
+            ) from None
+
+    def close(self):
+        """Release the results file for other runs."""
+        lock = self.__dict__.pop("_lock", None)
+        if lock is not None:
+            lock.close()
 
     def _is_record(self, value):
         return isinstance(value, dict) and all(key in value for key in self.record_keys)
 
     def _load(self):
-        with open(self.path, encoding="utf-8") as handle:
-            text = handle.read()
-        complete, _, cut = text.rpartition("\n")
-        if cut.strip():
-            try:
-                json.loads(cut)
-            except json.JSONDecodeError:
-                # The last line was cut short by a crash: drop it before appending.
-                with open(self.path, "r+", encoding="utf-8") as handle:
-                    handle.truncate(len((complete + "\n").encode("utf-8")) if complete else 0)
-                text = complete
-        skipped = []
-        for number, line in enumerate(text.split("\n"), start=1):
-            if not line.strip():
-                continue
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError:
-                value = None
-            if self._is_record(value):
-                self.records.append(value)
-            else:
-                skipped.append(number)
-        if skipped and not self.records:
+        # Everything is checked before the file is touched: a file this
+        # benchmark refuses is never changed.
+        try:
+            with open(self.path, encoding="utf-8") as handle:
+                text = handle.read()
+        except UnicodeDecodeError:
             raise BenchmarkInputError(
-                f"{self.path} is not a results file of this benchmark: none of its lines is a "
-                f"record with the fields {list(self.record_keys)}. Choose another --results file."
+                f"{self.path} is not a results file of this benchmark: it is not UTF-8 text. "
+                "Choose another --results file."
+            ) from None
+        lines = text.split("\n")
+        values = []
+        for line in lines:
+            try:
+                values.append(json.loads(line) if line.strip() else None)
+            except json.JSONDecodeError:
+                values.append(_NOT_JSON)
+        # A last line without its newline that is not JSON was cut short by a crash.
+        cut = bool(lines[-1].strip()) and values[-1] is _NOT_JSON
+        checked = values[:-1] if cut else values
+        skipped = [
+            number
+            for number, value in enumerate(checked, start=1)
+            if value is not None and not self._is_record(value)
+        ]
+        records = [value for value in checked if self._is_record(value)]
+        if not records or (cut and skipped):
+            raise BenchmarkInputError(
+                f"{self.path} is not a results file of this benchmark: "
+                + (
+                    f"none of its lines is a record with the fields {list(self.record_keys)}"
+                    if not records
+                    else "its last line is cut short and other lines are not records"
+                )
+                + ". Choose another --results file."
             )
         if skipped:
             warnings.warn(
@@ -116,6 +144,23 @@ class ResultStore:
                 f"benchmark (lines {skipped[:10]}{' ...' if len(skipped) > 10 else ''}).",
                 stacklevel=2,
             )
+        seen = set()
+        for record in records:
+            key = json.dumps([record[k] for k in self.record_keys], sort_keys=True)
+            if key not in seen:
+                seen.add(key)
+                self.records.append(record)
+        if len(self.records) < len(records):
+            warnings.warn(
+                f"{self.path}: ignored {len(records) - len(self.records)} duplicate record(s) "
+                "of results already read (the first of each is kept).",
+                stacklevel=2,
+            )
+        if cut:
+            kept = "\n".join(lines[:-1])
+            with open(self.path, "r+", encoding="utf-8") as handle:
+                handle.truncate(len(kept.encode("utf-8")))
+            text = kept
         if text and not text.endswith("\n"):
             with open(self.path, "a", encoding="utf-8") as handle:
                 handle.write("\n")
@@ -152,6 +197,31 @@ class ResultStore:
                 os.fsync(handle.fileno())
         # As a later run reads it back (lists, not tuples), so keys match both.
         self.records.append(json.loads(line))
+
+
+#: A line that is not JSON (apart from None, a blank line).
+_NOT_JSON = object()
+
+
+def _locked(path):
+    """An open lock file of ``path`` held for this process (a second run on the
+    same results file is refused), or None where the system has no flock."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    directory, name = os.path.split(path)
+    lock_path = os.path.join(directory, f".{name}.lock")
+    handle = open(lock_path, "a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise BenchmarkInputError(
+            f"{path} is in use by another run (it holds {lock_path}); let that run finish "
+            "or choose another --results file."
+        ) from None
+    return handle
 
 
 def mean_and_standard_error(values):

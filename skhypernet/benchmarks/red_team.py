@@ -22,6 +22,7 @@ import traceback
 import warnings
 
 import numpy as np
+from sklearn.base import is_classifier
 
 from .. import HyperNetClassifier, HyperNetRegressor, SGDBaseline, SGDBaselineClassifier
 from ._results import BenchmarkInputError, ResultStore, markdown_table
@@ -167,6 +168,60 @@ def bad_parameters(rng):
     return cases
 
 
+def _unchanged_after_failed_refit(model, X, refit):
+    """An attempt: ``refit(model)`` must raise a clear error and leave the
+    model's predictions as they were (a changed prediction is silent wrong)."""
+
+    def predictions():
+        if hasattr(model, "predict_proba"):
+            return model.predict_proba(X)
+        return np.concatenate([np.ravel(a) for a in model.predict(X, return_std=True)])
+
+    def attempt():
+        before = predictions()
+        params = model.get_params()
+        try:
+            refit(model)
+        except ValueError:
+            pass
+        model.set_params(**params)
+        return [] if np.array_equal(predictions(), before) else [np.nan]
+
+    return attempt
+
+
+def refits_and_predictions(rng):
+    """Failed refits, predictions outside float32, parameters set after fit,
+    a NaN-making update, unweighted validation rows."""
+    X, y = _data(rng, n=60)
+    labels = np.array(["a", "b", "c"])[np.arange(60) % 3]
+    cases = []
+    for cls in (HyperNetRegressor, SGDBaseline, HyperNetClassifier, SGDBaselineClassifier):
+        classifier = is_classifier(cls())
+        for n_members in (1, 2):
+            model = cls(n_members=n_members, **FAST).fit(X, labels if classifier else y)
+            new = [np.zeros(60), labels] if classifier else [1000 * y, np.column_stack([y, y])]
+            for target in new:
+                cases.append(
+                    _unchanged_after_failed_refit(
+                        model, X, lambda m, t=target: m.set_params(device="cuda").fit(X, t)
+                    )
+                )
+            cases.append(
+                _unchanged_after_failed_refit(model, X, lambda m: m.fit(np.full_like(X, 1e300), y))
+            )
+            cases.append(lambda m=model: [m.predict(np.full_like(X, 1e300))])
+        weights = np.r_[np.ones(3), np.zeros(57)]
+        targets = y > 0 if classifier else y
+        cases.append(_fit_predict(cls, X, targets, sample_weight=weights, early_stopping=True))
+    for value in (0, -3, 2.5, "many"):
+        model = HyperNetRegressor(**FAST).fit(X, y)
+        cases.append(lambda m=model, v=value: [m.set_params(n_predict_samples=v).predict(X)])
+    diverging = HyperNetClassifier(beta_2=0.0, learning_rate_init=0.01, max_iter=6, random_state=0)
+    cases.append(lambda: [diverging.fit(X, y > 0).predict_proba(X)])
+    return cases
+
+
 def tampered_state(rng):
     X, y = _data(rng)
     regressor = HyperNetRegressor(**FAST).fit(X, y)
@@ -199,24 +254,38 @@ def tampered_state(rng):
 
 
 def results_files():
-    """Cases of results files: ``(content, resume, overwrite, record keys)``."""
+    """Cases of results files: ``(content, resume, overwrite, record keys,
+    whether another run holds the file)``."""
     keys = ("dataset", "split")
     record = json.dumps({"dataset": "a", "split": 0}) + "\n"
-    contents = [record, record * 3, "not json\n", "123\n{}\n", record + '{"dataset": "a", "sp']
+    contents = [
+        record,
+        record * 3,
+        "not json\n",
+        "123\n{}\n",
+        record + '{"dataset": "a", "sp',
+        "my notes\nsecond line",
+        "single line",
+        record + "my notes\n" + '{"dataset": "a", "sp',
+    ]
     cases = []
     for text in contents:
         for resume, overwrite in [(False, False), (True, False)]:
-            cases.append((text, resume, overwrite, keys))
+            cases.append((text, resume, overwrite, keys, False))
+    # A second run on a results file that a first run holds.
+    cases += [(record, True, False, keys, True), (record, False, True, keys, True)]
     return cases
 
 
 def run_results_file_case(case):
-    text, resume, overwrite, keys = case
+    text, resume, overwrite, keys, second_run = case
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "results.jsonl")
         with open(path, "w") as handle:
             handle.write(text)
         kept = text.split("\n")[:-1]
+        if second_run:
+            first = ResultStore(path, resume=True, record_keys=keys)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -226,10 +295,13 @@ def run_results_file_case(case):
             outcome = "clear error"
         except Exception:  # noqa: BLE001
             outcome = "crash"
+        if second_run:
+            first.close()
         with open(path) as handle:
-            after = handle.read().split("\n")
-        # Only a last line cut short by a crash may go.
-        if any(line not in after for line in kept):
+            content = handle.read()
+        # Only a last line cut short by a crash may go, and only from a file taken.
+        lost = any(line not in content.split("\n") for line in kept)
+        if lost or (outcome == "clear error" and content != text):
             outcome = "data loss"
     return outcome
 
@@ -238,6 +310,7 @@ CATEGORIES = {
     "bad data": bad_data,
     "bad parameters": bad_parameters,
     "tampered saved state": tampered_state,
+    "failed refits and predictions": refits_and_predictions,
 }
 
 

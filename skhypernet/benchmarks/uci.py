@@ -565,7 +565,10 @@ def run_and_collect(args, tasks, record_keys, out, **execute_options):
     return the records of exactly these tasks: a table never mixes runs of
     other settings."""
     store = open_store(args, record_keys)
-    execute(tasks, store, args.jobs, out, key_fields=record_keys, **execute_options)
+    try:
+        execute(tasks, store, args.jobs, out, key_fields=record_keys, **execute_options)
+    finally:
+        store.close()
     return store.matching([{k: t[k] for k in record_keys} for t in tasks])
 
 
