@@ -18,6 +18,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from . import HyperNetRegressor, SGDBaseline
+from ._base import check_float32_range
 from ._cli import at_least
 
 
@@ -31,21 +32,28 @@ def load_csv(path, target):
     import csv
 
     try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            rows = [row for row in csv.reader(handle) if row]
+        # utf-8-sig: spreadsheet programs start UTF-8 files with a byte-order mark.
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            rows = [(number, row) for number, row in enumerate(csv.reader(handle), 1) if row]
     except UnicodeDecodeError as error:
         raise ValueError(
             f"{path} is not UTF-8 text ({error.reason} at byte {error.start}); save it as UTF-8."
         ) from None
     if not rows:
         raise ValueError(f"{path} is empty.")
-    header, body = rows[0], rows[1:]
+    header, body = rows[0][1], [row for _, row in rows[1:]]
     if target not in header:
         raise ValueError(f"Column {target!r} is not in {path}; columns: {header}.")
     if header.count(target) > 1:
         raise ValueError(f"{path} has {header.count(target)} columns named {target!r}.")
     if not body:
         raise ValueError(f"{path} has a header but no rows of data.")
+    for number, row in rows[1:]:
+        if len(row) != len(header):
+            raise ValueError(
+                f"{path}: line {number} has {len(row)} value{'s' * (len(row) != 1)}, "
+                f"the header {len(header)} columns."
+            )
     try:
         data = np.array(body, dtype=np.float64)
     except ValueError as error:
@@ -63,6 +71,7 @@ def load_csv(path, target):
     bad = [name for name, finite in zip(features, np.isfinite(X).all(axis=0)) if not finite]
     if bad:
         raise ValueError(f"Feature columns {bad} of {path} hold NaN or infinite values.")
+    check_float32_range(X)
     return X, y, features
 
 
@@ -151,6 +160,11 @@ def main(argv=None):
             parser.error(str(error))  # exits
         if len(y) < args.cv:
             parser.error(f"{args.csv} has {len(y)} rows: too few for --cv {args.cv}")
+        if len(y) < 2 * args.cv:
+            parser.error(
+                f"{args.csv} has {len(y)} rows: --cv {args.cv} needs at least 2 rows in every "
+                f"fold to score R^2 ({2 * args.cv} rows), or fewer folds."
+            )
         source = f"{args.csv} (target {args.target!r})"
     else:
         X, y = load_diabetes(return_X_y=True)

@@ -124,6 +124,14 @@ def load_uci(folder, split=0):
     test = _read_indices(os.path.join(base, f"index_test_{split}.txt"), "test rows", n_rows)
     _check_layout(base, features, target, train, test)
     X, y = data[:, features], data[:, int(target[0])]
+    used = np.union1d(train, test)
+    bad_rows = used[~np.isfinite(np.column_stack([X[used], y[used]])).all(axis=1)]
+    if bad_rows.size:
+        raise ValueError(
+            f"{os.path.join(base, 'data.txt')}: {bad_rows.size} row(s) of split {split} hold "
+            f"values that are not finite (NaN or infinite), the first at row {bad_rows[0]}; "
+            "remove or fill them."
+        )
     return X[train], X[test], y[train], y[test]
 
 

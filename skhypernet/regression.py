@@ -102,6 +102,32 @@ class _StochasticRegressor(RegressorMixin, BaseStochasticNetwork):
         return {**super()._architecture_params(), "loss": self.loss}
 
     def _check_outputs(self, n_network_outputs):
+        self._check_shapes(n_network_outputs)
+        # Shapes are right: now the values, which an edited file may have changed.
+        if not np.all(np.isfinite(self.target_mean_)):
+            raise ValueError(
+                "The saved model is inconsistent: target_mean_ must hold finite values."
+            )
+        if not np.all(np.isfinite(self.target_scale_) & (self.target_scale_ > 0)):
+            raise ValueError(
+                "The saved model is inconsistent: target_scale_ must hold finite positive values."
+            )
+        if self.noise_variance_ is None:
+            return
+        noise = np.asarray(self.noise_variance_)
+        if not np.all(np.isfinite(noise) & (noise > 0)):
+            raise ValueError(
+                "The saved model is inconsistent: noise_variance_ must hold finite positive "
+                "values."
+            )
+        predicted_with = self._standardised_noise * self.target_scale_**2
+        if not np.allclose(noise, predicted_with, rtol=1e-9, atol=0):
+            raise ValueError(
+                f"The saved model is inconsistent: noise_variance_ {noise.tolist()} disagrees "
+                f"with the noise the model predicts with ({predicted_with.tolist()})."
+            )
+
+    def _check_shapes(self, n_network_outputs):
         expected = self._loss().n_outputs(self.n_outputs_)
         arrays = {"target_mean_": self.target_mean_, "target_scale_": self.target_scale_}
         if self.noise_variance_ is not None:

@@ -47,6 +47,11 @@ def test_main_job_on_csv(tmp_path, capsys):
         (["--csv", "{twice}", "--target", "y"], "2 columns named 'y'"),
         (["--csv", "{latin1}", "--target", "y"], "not UTF-8"),
         (["--csv", "{path}", "--target", "y", "--cv", "5"], "too few for --cv 5"),
+        # Folds of one row: R^2 is undefined on them.
+        (["--csv", "{path}", "--target", "y", "--cv", "2"], "at least 2 rows in every fold"),
+        (["--csv", "{bom}", "--target", "y", "--cv", "2"], "at least 2 rows in every fold"),
+        (["--csv", "{short_row}", "--target", "y"], "line 3 has 1 value"),
+        (["--csv", "{huge}", "--target", "y"], "beyond the float32 range"),
     ],
 )
 def test_main_job_reports_bad_arguments(tmp_path, args, message):
@@ -57,6 +62,9 @@ def test_main_job_reports_bad_arguments(tmp_path, args, message):
         "nan_target": "x,y\n1,nan\n3,4\n",
         "inf_feature": "x,y\n1,2\ninf,4\n",
         "twice": "x,y,y\n1,2,3\n3,4,5\n",
+        "bom": "\ufeffy,x\n1,2\n3,4\n",  # what spreadsheet programs write
+        "short_row": "x,y\n1,2\n3\n4,5\n",
+        "huge": "x,y\n1e300,2\n3,4\n5,6\n7,8\n",
     }
     for name, text in files.items():
         (tmp_path / f"{name}.csv").write_text(text)

@@ -142,3 +142,17 @@ def test_truncated_mnist_gzip_names_the_file(tmp_path):
     path.write_bytes(path.read_bytes()[:-40])
     with pytest.raises(ValueError, match="train-images-idx3-ubyte.gz is not a complete gzip"):
         load_mnist(tmp_path)
+
+
+def test_uci_data_with_a_missing_value_is_refused(tmp_path):
+    from skhypernet.datasets import load_uci
+
+    from .conftest import write_uci_folder
+
+    folder, _, _ = write_uci_folder(str(tmp_path), n_rows=40, n_splits=1)
+    path = os.path.join(folder, "data", "data.txt")
+    data = np.loadtxt(path)
+    data[5, 1] = np.nan
+    np.savetxt(path, data)
+    with pytest.raises(ValueError, match="not finite"):
+        load_uci(folder, 0)

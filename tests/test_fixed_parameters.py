@@ -252,3 +252,25 @@ def test_tampered_skops_file_is_refused_on_load(tmp_path):
     skops_io.dump(model, path)
     with pytest.raises(ValueError, match="do not have shape"):
         skops_io.load(path, trusted=skhypernet.SKOPS_TRUSTED_TYPES)
+
+
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("target_scale_", [-5.0], "target_scale_ must hold finite positive"),
+        ("target_scale_", [np.nan], "target_scale_ must hold finite positive"),
+        ("target_mean_", [np.inf], "target_mean_ must hold finite"),
+        ("noise_variance_", [-1.0], "noise_variance_ must hold finite positive"),
+        ("noise_variance_", [123.0], "disagrees with the noise the model predicts with"),
+    ],
+)
+def test_tampered_values_are_refused_on_load(tmp_path, name, value, message):
+    skops_io = pytest.importorskip("skops.io")
+    import skhypernet
+
+    model = fitted()
+    setattr(model, name, np.array(value))
+    path = tmp_path / "model.skops"
+    skops_io.dump(model, path)
+    with pytest.raises(ValueError, match=message):
+        skops_io.load(path, trusted=skhypernet.SKOPS_TRUSTED_TYPES)
