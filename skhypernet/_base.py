@@ -8,6 +8,7 @@ from abc import ABCMeta, abstractmethod
 from numbers import Integral, Real
 
 import numpy as np
+import scipy.sparse
 import torch
 from sklearn.base import BaseEstimator
 from sklearn.model_selection import train_test_split
@@ -124,6 +125,21 @@ def check_float32_range(X):
             f"({limit:.3g}) in which the network trains. Scale the "
             "features, for example with StandardScaler."
         )
+
+
+def check_input_kinds(X, y):
+    """Raise a ValueError for inputs that scikit-learn's validation would
+    reject from deep inside numpy: sparse targets, date and time columns."""
+    if scipy.sparse.issparse(y):
+        raise ValueError("y must be dense, got a sparse matrix: convert it with y.toarray().")
+    dtypes = getattr(X, "dtypes", None)
+    if dtypes is not None and hasattr(dtypes, "items"):
+        dated = [str(name) for name, dtype in dtypes.items() if getattr(dtype, "kind", "") in "mM"]
+        if dated:
+            raise ValueError(
+                f"X has datetime or timedelta columns {dated}: convert them to numbers first "
+                "(for example days since a reference date)."
+            )
 
 
 def _physical_memory():

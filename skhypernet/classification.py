@@ -1,7 +1,10 @@
 """Public classifiers: HyperNetClassifier and SGDBaselineClassifier."""
 
+import numbers
+
 import numpy as np
 import torch
+from scipy.special import logsumexp
 from sklearn.base import ClassifierMixin
 from sklearn.utils.multiclass import (
     _check_partial_fit_first_call,
@@ -14,6 +17,7 @@ from ._base import (
     BaseStochasticNetwork,
     HyperNetworkFamily,
     PointEstimateFamily,
+    check_input_kinds,
     unchanged_on_failure,
 )
 from ._docstrings import fill_doc
@@ -52,6 +56,7 @@ class _StochasticClassifier(ClassifierMixin, BaseStochasticNetwork):
         return _engine.CROSS_ENTROPY
 
     def _validate_targets(self, X, y, reset):
+        check_input_kinds(X, y)
         X, y = validate_data(self, X, y, reset=reset, dtype=np.float64)
         if y.dtype == object:
             # Sorting a mix of strings and numbers fails deep inside numpy.
@@ -59,6 +64,12 @@ class _StochasticClassifier(ClassifierMixin, BaseStochasticNetwork):
             if is_string.any() and not is_string.all():
                 raise ValueError(
                     "Mix of label input types (string and number) in y: use labels of one type."
+                )
+            integral = {isinstance(label, numbers.Integral) for label in np.ravel(y)}
+            if not is_string.any() and len(integral) > 1:
+                raise ValueError(
+                    "y is an object array whose labels mix number types (integers and "
+                    "floats): convert it to one type, for example with y.astype(float)."
                 )
         check_classification_targets(y)
         return X, y
@@ -204,7 +215,18 @@ class _StochasticClassifier(ClassifierMixin, BaseStochasticNetwork):
         log_proba : ndarray of shape (n_samples, n_classes)
             Log-probabilities of the classes in the order of ``classes_``.
         """
-        return np.log(self.predict_proba(X))
+        X_tensor = self._validate_X_predict(X)
+        proba = self._proba_tensor(X_tensor)
+        with np.errstate(divide="ignore"):
+            log_proba = np.log(proba)
+        # Where a mean probability underflowed, the log of the mean of the
+        # samples' probabilities, computed in logs.
+        rows = np.flatnonzero(np.any(proba < np.finfo(proba.dtype).tiny, axis=1))
+        if rows.size:
+            outputs = self._prediction_outputs(X_tensor[rows])
+            log_softmax = outputs - logsumexp(outputs, axis=-1, keepdims=True)
+            log_proba[rows] = logsumexp(log_softmax, axis=0) - np.log(len(outputs))
+        return log_proba
 
     def predict(self, X):
         """Predict class labels: the class of highest mean probability.

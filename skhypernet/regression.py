@@ -13,6 +13,7 @@ from ._base import (
     HyperNetworkFamily,
     PointEstimateFamily,
     _store_params,
+    check_input_kinds,
     check_n_samples,
     unchanged_on_failure,
 )
@@ -153,6 +154,7 @@ class _StochasticRegressor(RegressorMixin, BaseStochasticNetwork):
         return self.n_outputs_ if self._gaussian() else 0
 
     def _validate_targets(self, X, y, reset):
+        check_input_kinds(X, y)
         return validate_data(
             self, X, y, reset=reset, multi_output=True, y_numeric=True, dtype=np.float64
         )

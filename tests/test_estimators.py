@@ -473,3 +473,40 @@ def test_views_with_negative_strides_are_accepted(cls):
             model.predict(X[::-1], return_std=True)[1],
             model.predict(X[::-1].copy(), return_std=True)[1],
         )
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_sparse_targets_are_refused_clearly(cls):
+    X, y = data_for(cls)
+    with pytest.raises(ValueError, match="y must be dense"):
+        cls(max_iter=1).fit(X, sp.csr_matrix(np.reshape(y, (-1, 1)).astype(float)))
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_datetime_columns_are_named(cls):
+    pd = pytest.importorskip("pandas")
+    X, y = data_for(cls)
+    frame = pd.DataFrame(X, columns=[f"x{i}" for i in range(X.shape[1])])
+    frame["when"] = pd.date_range("2020-01-01", periods=len(frame))
+    with pytest.raises(ValueError, match=r"datetime or timedelta columns \['when'\]"):
+        cls(max_iter=1).fit(frame, y)
+
+
+def test_object_labels_mixing_number_types_are_named():
+    X, _ = classification_data(n=40)
+    y = np.array([1, 2.0] * 20, dtype=object)
+    with pytest.raises(ValueError, match="mix number types"):
+        HyperNetClassifier(max_iter=1).fit(X, y)
+
+
+@pytest.mark.parametrize("cls", CLASSIFIERS)
+def test_log_probabilities_stay_finite_where_probabilities_underflow(cls):
+    X, y = classification_data(n=120, n_classes=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = cls(max_iter=60, learning_rate_init=0.1, random_state=0).fit(100 * X, y)
+    log_proba = model.predict_log_proba(100 * X)
+    assert np.all(np.isfinite(log_proba))
+    proba = model.predict_proba(100 * X)
+    normal = proba > 1e-300
+    np.testing.assert_allclose(log_proba[normal], np.log(proba[normal]), rtol=1e-9, atol=1e-9)
