@@ -901,7 +901,7 @@ def run_epoch(
     weight KL estimate divided by the number of rows, so that over an epoch
     the steps add up to the KL term of a variational objective.  A non-empty
     ``interrupted`` (see :func:`interrupts_collected`) raises
-    KeyboardInterrupt after the chunk of batches in progress.
+    KeyboardInterrupt after the step in progress.
 
     Returns
     -------
@@ -980,11 +980,12 @@ def run_epoch(
                     kl_gradients(values, grads, kl_noise[step], kl_coefficients, shared_outputs)
                 )
             optimizer.step(batch.x.shape[1])
+            # Between steps, never inside one: a chunk is seconds of batch-1 steps.
+            if interrupted:
+                raise KeyboardInterrupt
         chunk_sums.append(torch.stack(step_sums).sum(0))
         if with_kl:
             kl_sums.append(torch.stack(step_kl).sum(0))
-        if interrupted:
-            raise KeyboardInterrupt
     n_steps = -(-n_samples // batch_size)
     output_losses = torch.stack(chunk_sums).sum(0).cpu().double() / n_samples
     kl = (torch.stack(kl_sums).sum(0) / n_steps).tolist() if with_kl else [0.0] * n_replicas

@@ -734,6 +734,7 @@ def test_uncertainty_command_leaves_out_the_gp_on_large_sets(tmp_path, monkeypat
         methods=["Gaussian process", "NGBoost"],
         seed=0,
         validation=0.0,
+        params=[],
     )
     tasks = uncertainty.plan(args)
     assert {(t["dataset"], t["method"]) for t in tasks} == {
@@ -795,3 +796,27 @@ def test_results_paths_that_cannot_hold_results_are_named(tmp_path):
         with pytest.raises(BenchmarkInputError, match=message):
             ResultStore(path, record_keys=KEYS, **options)
     assert (tmp_path / "binary.jsonl").read_bytes() == b"\xff\xfe\x00garbage"
+
+
+def test_uncertainty_params_reach_our_methods_only(tmp_path):
+    from skhypernet.benchmarks import uncertainty
+
+    write_uci_folder(tmp_path / "data", name="toy", n_rows=60, n_splits=1)
+    args = argparse.Namespace(
+        data=str(tmp_path / "data"),
+        datasets=["toy"],
+        splits=1,
+        methods=["SGDBaseline", "conformal HGB"],
+        seed=0,
+        validation=0.0,
+        params=['loss="gaussian_nll"', "hidden_layer_sizes=[3]"],
+    )
+    ours, theirs = uncertainty.plan(args)
+    assert ours["method"] == 'SGDBaseline hidden_layer_sizes=[3] loss="gaussian_nll"'
+    assert ours["settings"]["params"] == [("hidden_layer_sizes", [3]), ("loss", "gaussian_nll")]
+    assert theirs["method"] == "conformal HGB" and "params" not in theirs["settings"]
+    record = uncertainty.run_task(json.loads(json.dumps(ours)))
+    assert record["estimator"] == "SGDBaseline" and np.isfinite(record["nll"])
+    args.params = ["colour=1"]
+    with pytest.raises(BenchmarkInputError, match="not parameters"):
+        uncertainty.plan(args)

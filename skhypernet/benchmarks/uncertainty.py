@@ -23,6 +23,7 @@ split's training rows and scored on that fraction of them: settings are
 chosen there, never on test rows.
 """
 
+import json
 import time
 import warnings
 
@@ -42,7 +43,7 @@ from ..distributions import Normal
 from ..metrics import crps, interval_coverage, interval_width, log_likelihood
 from ._results import BenchmarkInputError, add_store_arguments, format_estimate, markdown_table
 from ._results import mean_and_standard_error as mean_and_error
-from .defaults import BUILTIN, decimals, random_cut
+from .defaults import BUILTIN, decimals, parse_params, random_cut
 from .defaults import load_split as load_split_of
 from .uci import find_datasets, run_and_collect
 
@@ -156,8 +157,27 @@ def add_arguments(parser):
         help="score on this fraction of each split's training rows, fitted on the rest; "
         "the test rows are never read (default 0: test rows)",
     )
+    parser.add_argument(
+        "--params",
+        nargs="+",
+        default=[],
+        metavar="NAME=VALUE",
+        help="settings of the HyperNet and SGDBaseline methods beyond their own, VALUE in "
+        "JSON (e.g. loss='\"gaussian_nll\"'); those methods are labelled with them",
+    )
     add_jobs_argument(parser)
     add_store_arguments(parser)
+
+
+#: Methods that ``--params`` applies to (this package's estimators).
+TUNABLE = ("HyperNet", "SGDBaseline")
+
+
+def method_label(method, params):
+    """The method's name in records and tables, with the settings it was given."""
+    if not params or not method.startswith(TUNABLE):
+        return method
+    return method + " " + " ".join(f"{name}={json.dumps(value)}" for name, value in params)
 
 
 def plan(args):
@@ -175,6 +195,11 @@ def plan(args):
     unknown = [name for name in requested if name in BUILTIN and name != "diabetes"]
     if unknown:
         raise BenchmarkInputError(f"{unknown} are classification data sets; this is regression.")
+    params = parse_params(args.params)
+    valid = HyperNetRegressor().get_params()
+    unknown = sorted(name for name, _ in params if name not in valid)
+    if unknown:
+        raise BenchmarkInputError(f"--params: {unknown} are not parameters of HyperNetRegressor.")
     tasks = []
     for name, source in sources:
         n_splits = uci_n_splits(f"{args.data}/{name}") if source == "uci" else BUILTIN_SPLITS
@@ -195,12 +220,15 @@ def plan(args):
                     settings["validation"] = args.validation
                 if method == "HyperNet, recommended":
                     settings["recommended"] = RECOMMENDED
+                if params and method.startswith(TUNABLE):
+                    settings["params"] = params
                 tasks.append(
                     {
                         "data": args.data,
                         "dataset": name,
                         "split": split,
-                        "method": method,
+                        "method": method_label(method, params),
+                        "estimator": method,
                         "settings": settings,
                     }
                 )
@@ -242,7 +270,12 @@ def run_task(task):
     torch.set_num_threads(1)
     X_train, X_test, y_train, y_test = scored_rows(task)
     seed = task["settings"]["seed"] + task["split"]
-    model = make_pipeline(StandardScaler(), METHODS[task["method"]](seed, X_train.shape[1]))
+    estimator = METHODS[task.get("estimator", task["method"])](seed, X_train.shape[1])
+    if task["settings"].get("params"):
+        estimator.set_params(
+            **{n: tuple(v) if isinstance(v, list) else v for n, v in task["settings"]["params"]}
+        )
+    model = make_pipeline(StandardScaler(), estimator)
     with threadpool_limits(1), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         start = time.perf_counter()
@@ -253,6 +286,7 @@ def run_task(task):
         predict_seconds = time.perf_counter() - start
         record = {
             **{k: task[k] for k in ("dataset", "split", "method", "settings")},
+            "estimator": task.get("estimator", task["method"]),
             "rmse": float(np.sqrt(np.mean((y_test - dist.mean()) ** 2))),
             "nll": -log_likelihood(y_test, dist),
             "crps": crps(y_test, dist),
@@ -263,7 +297,7 @@ def run_task(task):
             "n_train": len(y_train),
             "n_test": len(y_test),
         }
-        if hasattr(model[-1], "predict_dist") and task["method"].startswith(("HyperNet", "SGD")):
+        if hasattr(model[-1], "predict_dist") and task["method"].startswith(TUNABLE):
             scaler = model[0]
             far = scaler.inverse_transform(FAR_FACTOR * scaler.transform(X_test))
             record["epistemic_share_test"] = _epistemic_share(dist)
@@ -301,10 +335,16 @@ def mean_ranks(records, score):
     return {m: float(np.mean(r)) for m, r in ranks.items() if r}, complete
 
 
+def _estimator(label, records):
+    return next(r.get("estimator", r["method"]) for r in records if r["method"] == label)
+
+
 def summary(records):
     """Markdown tables: one per score, data sets by methods, mean ± standard error."""
     cells = _by_cell(records)
-    methods = [m for m in METHODS if any(r["method"] == m for r in records)]
+    labels = list(dict.fromkeys(r["method"] for r in records))
+    order = list(METHODS)
+    methods = sorted(labels, key=lambda label: (order.index(_estimator(label, records)), label))
     datasets = sorted({r["dataset"] for r in records})
     scored = "validation" if any(r["settings"].get("validation") for r in records) else "test"
     titles = {
