@@ -878,36 +878,6 @@ class HyperNetworkFamily(BaseStochasticNetwork):
         "kl_weight": [Interval(Real, 0, None, closed="left")],
     }
 
-    def __init__(
-        self,
-        hidden_layer_sizes=(50,),
-        *,
-        noise_dim=10,
-        hyper_hidden_layer_sizes=(100, 50),
-        hyper_dropout=0.5,
-        kl_weight=0.0,
-        input_noise=0.5,
-        n_predict_samples=100,
-        batch_size="auto",
-        learning_rate_init=1e-3,
-        alpha=0.0,
-        beta_1=0.9,
-        beta_2=0.999,
-        epsilon=1e-8,
-        max_iter="auto",
-        shuffle=True,
-        tol=1e-4,
-        early_stopping="auto",
-        validation_fraction=0.1,
-        n_iter_no_change="auto",
-        warm_start=False,
-        random_state=None,
-        verbose=0,
-        device="cpu",
-        n_members=1,
-    ):
-        _store_params(self, locals())
-
     def _n_weight_samples(self):
         validate_parameter_constraints(
             {"n_predict_samples": self._parameter_constraints["n_predict_samples"]},
@@ -1022,31 +992,6 @@ class HyperNetworkFamily(BaseStochasticNetwork):
 
 class PointEstimateFamily(BaseStochasticNetwork):
     """Point-estimate weights: the plain "SGD" baseline of the paper."""
-
-    def __init__(
-        self,
-        hidden_layer_sizes=(50,),
-        *,
-        input_noise=0.5,
-        batch_size="auto",
-        learning_rate_init=1e-3,
-        alpha=0.0,
-        beta_1=0.9,
-        beta_2=0.999,
-        epsilon=1e-8,
-        max_iter="auto",
-        shuffle=True,
-        tol=1e-4,
-        early_stopping="auto",
-        validation_fraction=0.1,
-        n_iter_no_change="auto",
-        warm_start=False,
-        random_state=None,
-        verbose=0,
-        device="cpu",
-        n_members=1,
-    ):
-        _store_params(self, locals())
 
     def _n_weight_samples(self):
         return 1

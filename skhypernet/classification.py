@@ -17,6 +17,7 @@ from ._base import (
     BaseStochasticNetwork,
     HyperNetworkFamily,
     PointEstimateFamily,
+    _store_params,
     check_input_kinds,
     unchanged_on_failure,
 )
@@ -281,6 +282,36 @@ class HyperNetClassifier(HyperNetworkFamily, _StochasticClassifier):
     True
     """
 
+    def __init__(
+        self,
+        hidden_layer_sizes=(50,),
+        *,
+        noise_dim=10,
+        hyper_hidden_layer_sizes=(100, 50),
+        hyper_dropout=0.5,
+        kl_weight=0.0,
+        input_noise=0.5,
+        n_predict_samples=100,
+        batch_size="auto",
+        learning_rate_init=1e-3,
+        alpha=0.0,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        max_iter="auto",
+        shuffle=True,
+        tol=1e-4,
+        early_stopping="auto",
+        validation_fraction=0.1,
+        n_iter_no_change="auto",
+        warm_start=False,
+        random_state=None,
+        verbose=0,
+        device="cpu",
+        n_members=1,
+    ):
+        _store_params(self, locals())
+
 
 @fill_doc
 class SGDBaselineClassifier(PointEstimateFamily, _StochasticClassifier):
@@ -312,3 +343,28 @@ class SGDBaselineClassifier(PointEstimateFamily, _StochasticClassifier):
     >>> clf.score(X, y) > 0.9
     True
     """
+
+    def __init__(
+        self,
+        hidden_layer_sizes=(50,),
+        *,
+        input_noise=0.5,
+        batch_size="auto",
+        learning_rate_init=1e-3,
+        alpha=0.0,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        max_iter="auto",
+        shuffle=True,
+        tol=1e-4,
+        early_stopping="auto",
+        validation_fraction=0.1,
+        n_iter_no_change="auto",
+        warm_start=False,
+        random_state=None,
+        verbose=0,
+        device="cpu",
+        n_members=1,
+    ):
+        _store_params(self, locals())

@@ -510,3 +510,9 @@ def test_log_probabilities_stay_finite_where_probabilities_underflow(cls):
     proba = model.predict_proba(100 * X)
     normal = proba > 1e-300
     np.testing.assert_allclose(log_proba[normal], np.log(proba[normal]), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_unknown_constructor_arguments_name_the_public_class(cls):
+    with pytest.raises(TypeError, match=rf"^{cls.__name__}\.__init__\(\) got an unexpected"):
+        cls(colour=3)
