@@ -150,6 +150,17 @@ def _physical_memory():
         return float("inf")
 
 
+def check_memory(n_bytes, what):
+    """Raise a ValueError, before anything is allocated, where ``what`` needs
+    more than this machine's memory."""
+    available = _physical_memory()
+    if n_bytes > available:
+        raise ValueError(
+            f"{what} needs {n_bytes / 2**30:.3g} GiB of memory, more than this machine has "
+            f"({available / 2**30:.3g} GiB); ask for fewer."
+        )
+
+
 def resolve_device(device):
     """Return a ``torch.device`` for the ``device`` parameter."""
     if device == "auto":
@@ -290,6 +301,10 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
     def _code_size(self):
         """Length C of the code vector of the weight generator (1 for point estimates)."""
 
+    def _hidden_parameter_count(self):
+        """Parameters of the weight generator besides the heads (0 for point estimates)."""
+        return 0
+
     @abstractmethod
     def _build_weight_generator(self, shapes, generator):
         """Return the WeightGenerator of this estimator family."""
@@ -331,13 +346,12 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
         hidden = layer_sizes(self.hidden_layer_sizes, "hidden_layer_sizes")
         shapes = layer_shapes(n_features, hidden, n_outputs)
         # Parameters, gradients and Adam's two moments, in float32.
-        needed = 16 * self._code_size() * sum((i + 1) * o for i, o in shapes)
-        if needed > _physical_memory():
-            raise ValueError(
-                f"The network of hidden_layer_sizes={hidden} needs more memory for its "
-                f"parameters and optimiser state than this machine has "
-                f"({_physical_memory() / 2**30:.3g} GiB); choose smaller layers."
-            )
+        needed = 16 * (self._code_size() * sum((i + 1) * o for i, o in shapes))
+        needed += 16 * self._hidden_parameter_count()
+        check_memory(
+            needed,
+            f"The network of hidden_layer_sizes={hidden} (its parameters and optimiser state)",
+        )
         weight_generator = self._build_weight_generator(shapes, init_generator)
         self.network_ = StochasticMLP(weight_generator, self.input_noise).to(device)
         self._optimizer_state = None
@@ -625,6 +639,13 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
         """Network outputs of the prediction's fixed weight samples, every
         member's in turn: ndarray (S, n, n_network_outputs)."""
         n_samples = self._n_weight_samples()
+        members = self._fitted_members()
+        n_outputs = members[0].network_.weight_generator.shapes[-1][1]
+        check_memory(
+            8 * len(members) * n_samples * X_tensor.shape[0] * n_outputs,
+            f"The outputs of {len(members) * n_samples} weight samples for "
+            f"{X_tensor.shape[0]} rows",
+        )
         outputs = [
             member.network_.sample_outputs(X_tensor, n_samples, member._predict_seed).cpu().numpy()
             for member in self._fitted_members()
@@ -884,14 +905,28 @@ class HyperNetworkFamily(BaseStochasticNetwork):
             {"n_predict_samples": self.n_predict_samples},
             caller_name=type(self).__name__,
         )
+        self._check_sample_count(self.n_predict_samples, "n_predict_samples")
         return self.n_predict_samples
 
-    def _code_size(self):
-        sizes = [
+    def _check_sample_count(self, n_samples, what):
+        """Refuse a number of weight samples whose noise and codes (float64,
+        all at once) do not fit in memory."""
+        sizes = self._hyper_sizes()
+        check_memory(8 * n_samples * (sum(sizes) + 1), f"{what}={n_samples} weight samples")
+
+    def _hyper_sizes(self):
+        """Layer sizes of the hypernetwork from the noise to its last hidden layer."""
+        return [
             self.noise_dim,
             *layer_sizes(self.hyper_hidden_layer_sizes, "hyper_hidden_layer_sizes"),
         ]
-        return sizes[-1] + 1
+
+    def _hidden_parameter_count(self):
+        sizes = self._hyper_sizes()
+        return sum((n_in + 1) * n_out for n_in, n_out in zip(sizes[:-1], sizes[1:]))
+
+    def _code_size(self):
+        return self._hyper_sizes()[-1] + 1
 
     def _architecture_params(self):
         return {
@@ -956,6 +991,9 @@ class HyperNetworkFamily(BaseStochasticNetwork):
         """
         check_is_fitted(self)
         check_n_samples(n_samples)
+        self._check_sample_count(n_samples, "sample_weights")
+        n_parameters = self._fitted_members()[0].network_.weight_generator.n_main_parameters
+        check_memory(8 * n_samples * n_parameters, f"sample_weights({n_samples})")
         rng = check_random_state(random_state)
         layers = self._pooled_draws(
             lambda member, count: member._draw_weights(count, rng), n_samples, rng

@@ -14,6 +14,7 @@ from ._base import (
     PointEstimateFamily,
     _store_params,
     check_input_kinds,
+    check_memory,
     check_n_samples,
     unchanged_on_failure,
 )
@@ -392,6 +393,11 @@ class _StochasticRegressor(RegressorMixin, BaseStochasticNetwork):
         """
         check_n_samples(n_samples)
         X_tensor = self._validate_X_predict(X)
+        # The network's outputs, the noise and the draws, float64.
+        check_memory(
+            3 * 8 * n_samples * X_tensor.shape[0] * self.n_outputs_,
+            f"sample_y of {n_samples} draws for {X_tensor.shape[0]} rows",
+        )
         rng = check_random_state(random_state)
 
         def draw(member, count):

@@ -144,3 +144,23 @@ def test_early_stopping_with_unweighted_validation_rows_is_a_clear_error(cls):
         else:
             assert np.isfinite(model.best_validation_score_)
     assert refused > 0
+
+
+def test_counts_too_large_for_memory_are_refused_before_allocating(monkeypatch):
+    import skhypernet._base as base
+
+    model, X, _ = fitted(HyperNetRegressor)
+    classifier, X_c, _ = fitted(HyperNetClassifier)
+    # A machine of 1 GiB: the counts below need more, and nothing is allocated.
+    monkeypatch.setattr(base, "_physical_memory", lambda: 2**30)
+    calls = [
+        lambda: model.sample_y(X, n_samples=10**9),
+        lambda: model.sample_weights(10**9),
+        lambda: model.set_params(n_predict_samples=10**9).predict(X),
+        lambda: model.set_params(n_predict_samples=10**6).predict_dist(X),
+        lambda: classifier.set_params(n_predict_samples=10**8).predict_proba_samples(X_c),
+        lambda: HyperNetRegressor(noise_dim=10**8, max_iter=1).fit(X, X[:, 0]),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError, match="GiB of memory, more than this machine has"):
+            call()

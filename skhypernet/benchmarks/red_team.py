@@ -155,6 +155,13 @@ def bad_parameters(rng):
         for value in bad:
             cases.append(_fit_predict(HyperNetRegressor, X, y, **{name: value}))
     model = HyperNetRegressor(**FAST).fit(X, y)
+    # Counts beyond any machine's memory: a clear error before allocating.
+    cases += [
+        lambda: [model.sample_y(X, n_samples=10**9)],
+        lambda: [model.sample_weights(10**9)[0][0]],
+        lambda: [HyperNetRegressor(n_predict_samples=10**9, **FAST).fit(X, y).predict(X)],
+        _fit_predict(HyperNetRegressor, X, y, noise_dim=10**8),
+    ]
     for n_samples in (-1, 0, 2.5, True, "3"):
         cases.append(lambda n=n_samples: [model.sample_weights(n)[0][0]])
         cases.append(lambda n=n_samples: [model.sample_y(X, n_samples=n)])
