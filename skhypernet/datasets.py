@@ -15,7 +15,18 @@ import struct
 
 import numpy as np
 
-__all__ = ["load_uci", "load_mnist", "uci_n_splits", "uci_splits", "list_uci_datasets"]
+__all__ = [
+    "DatasetError",
+    "load_uci",
+    "load_mnist",
+    "uci_n_splits",
+    "uci_splits",
+    "list_uci_datasets",
+]
+
+
+class DatasetError(ValueError):
+    """A data set's files are malformed or inconsistent; the message names the file."""
 
 
 def _data_folder(folder):
@@ -33,25 +44,28 @@ def _read_numbers(path, what):
     with open(path) as handle:
         rows = [line.split() for line in handle if line.strip()]
     if not rows:
-        raise ValueError(f"{path} ({what}) holds no numbers.")
+        raise DatasetError(f"{path} ({what}) holds no numbers.")
     try:
         return np.array(rows, dtype=np.float64)
     except ValueError as error:
-        raise ValueError(f"{path} ({what}) is not a table of numbers: {error}") from None
+        raise DatasetError(f"{path} ({what}) is not a table of numbers: {error}") from None
 
 
 def _read_indices(path, what, upper):
     values = _read_numbers(path, what).ravel()
     indices = values.astype(np.int64)
     if not np.array_equal(indices, values) or indices.min() < 0 or indices.max() >= upper:
-        raise ValueError(f"{path} ({what}) must hold whole numbers from 0 to {upper - 1}.")
+        raise DatasetError(f"{path} ({what}) must hold whole numbers from 0 to {upper - 1}.")
     return indices
 
 
 def uci_n_splits(folder):
     """Number of train/test splits of a UCI data set folder."""
     path = os.path.join(_data_folder(folder), "n_splits.txt")
-    return int(_read_indices(path, "number of splits", np.iinfo(np.int64).max)[0])
+    n_splits = int(_read_indices(path, "number of splits", np.iinfo(np.int64).max)[0])
+    if n_splits < 1:
+        raise DatasetError(f"{path} says {n_splits} splits: a data set needs at least 1 split.")
+    return n_splits
 
 
 def uci_splits(folder):
@@ -127,7 +141,7 @@ def load_uci(folder, split=0):
     used = np.union1d(train, test)
     bad_rows = used[~np.isfinite(np.column_stack([X[used], y[used]])).all(axis=1)]
     if bad_rows.size:
-        raise ValueError(
+        raise DatasetError(
             f"{os.path.join(base, 'data.txt')}: {bad_rows.size} row(s) of split {split} hold "
             f"values that are not finite (NaN or infinite), the first at row {bad_rows[0]}; "
             "remove or fill them."
@@ -148,7 +162,7 @@ def _check_layout(base, features, target, train, test):
     if overlap.size:
         problems.append(f"{overlap.size} row(s) are in both the training and the test indices")
     if problems:
-        raise ValueError(f"Inconsistent UCI split files in {base}: " + "; ".join(problems) + ".")
+        raise DatasetError(f"Inconsistent UCI split files in {base}: " + "; ".join(problems) + ".")
 
 
 _IDX_FILES = {
@@ -171,20 +185,20 @@ def _read_idx(folder, stem, n_dims):
         with opener(path, "rb") as handle:
             raw = handle.read()
     except (EOFError, gzip.BadGzipFile) as error:
-        raise ValueError(f"{path} is not a complete gzip file ({error}).") from None
+        raise DatasetError(f"{path} is not a complete gzip file ({error}).") from None
     expected_magic = 0x00000800 | n_dims  # unsigned bytes, n_dims dimensions
     if len(raw) < 4 + 4 * n_dims:
-        raise ValueError(f"{path} is too short for an IDX header.")
+        raise DatasetError(f"{path} is too short for an IDX header.")
     magic = struct.unpack(">I", raw[:4])[0]
     if magic != expected_magic:
-        raise ValueError(
+        raise DatasetError(
             f"{path} has magic number {magic:#010x}, expected {expected_magic:#010x} "
             f"(IDX, unsigned bytes, {n_dims} dimensions)."
         )
     shape = struct.unpack(f">{n_dims}I", raw[4 : 4 + 4 * n_dims])
     body = raw[4 + 4 * n_dims :]
     if len(body) != int(np.prod(shape)):
-        raise ValueError(
+        raise DatasetError(
             f"{path} holds {len(body)} bytes of data, but its header announces "
             f"{int(np.prod(shape))} ({' x '.join(map(str, shape))})."
         )
@@ -221,7 +235,7 @@ def load_mnist(folder):
     for part in ("train", "test"):
         images, labels = arrays[f"{part}_images"], arrays[f"{part}_labels"]
         if images.shape[0] != labels.shape[0]:
-            raise ValueError(
+            raise DatasetError(
                 f"MNIST {part} set: {images.shape[0]} images but {labels.shape[0]} labels."
             )
     return (

@@ -820,3 +820,20 @@ def test_uncertainty_params_reach_our_methods_only(tmp_path):
     args.params = ["colour=1"]
     with pytest.raises(BenchmarkInputError, match="not parameters"):
         uncertainty.plan(args)
+
+
+@pytest.mark.parametrize("damage", ["not numbers", "no splits"])
+def test_damaged_data_files_stop_the_run_in_one_line(tmp_path, capsys, damage):
+    folder, _, _ = write_uci_folder(tmp_path / "data", name="toy", n_rows=40, n_splits=2)
+    if damage == "not numbers":
+        with open(os.path.join(folder, "data", "data.txt"), "a") as handle:
+            handle.write("1 2 x y\n")
+    else:
+        (tmp_path / "data" / "toy" / "data" / "n_splits.txt").write_text("0\n")
+    args = ["uci", "--data", str(tmp_path / "data"), "--epochs", "1", "--methods", "SGD"]
+    with pytest.raises(SystemExit) as stop:
+        main(args + ["--results", str(tmp_path / "r.jsonl")])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert ("not a table of numbers" if damage == "not numbers" else "at least 1 split") in err

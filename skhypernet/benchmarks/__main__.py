@@ -15,6 +15,7 @@ import argparse
 import signal
 import sys
 
+from ..datasets import DatasetError
 from . import defaults, gap, kl_weight, memory, mnist, red_team, search, speed, uci, uncertainty
 from ._results import BenchmarkInputError
 
@@ -83,7 +84,7 @@ def main(argv=None):
     }
     try:
         return runners[args.command](args)
-    except BenchmarkInputError as error:
+    except (BenchmarkInputError, DatasetError) as error:
         parser.exit(2, f"{parser.prog} {args.command}: error: {error}\n")
     except RunStopped as stop:
         (signum,) = stop.args
