@@ -14,7 +14,9 @@ Every attempt ends in one of five outcomes:
 The table counts them per category; the last three columns should be 0.
 """
 
+import contextlib
 import copy
+import io
 import json
 import os
 import tempfile
@@ -75,6 +77,22 @@ def _fit_predict(cls, X, y, sample_weight=None, **params):
     return attempt
 
 
+def _unknown_argument(cls):
+    """An attempt: an unknown constructor argument, whose TypeError (Python's
+    own) is clear when it names the public class."""
+
+    def attempt():
+        try:
+            cls(colour=1)
+        except TypeError as error:
+            if str(error).startswith(f"{cls.__name__}.__init__()"):
+                raise ValueError(str(error)) from None
+            raise
+        return []
+
+    return attempt
+
+
 def bad_data(rng):
     X, y = _data(rng)
     cases = []
@@ -113,12 +131,24 @@ def bad_data(rng):
             # Valid: views with negative strides, which torch refuses.
             _fit_predict(cls, X[::-1], y[::-1]),
         ]
+    import pandas as pd
+    import scipy.sparse
+
+    dated = pd.DataFrame(X, columns=["a", "b", "c"]).assign(when=pd.date_range("2020", periods=40))
+    for cls in (HyperNetRegressor, SGDBaseline, HyperNetClassifier, SGDBaselineClassifier):
+        targets = (y > 0).astype(int) if is_classifier(cls()) else y
+        cases += [
+            _fit_predict(cls, X, scipy.sparse.csr_matrix(targets[:, None].astype(float))),
+            _fit_predict(cls, dated, targets),
+            _unknown_argument(cls),
+        ]
     labels = (y > 0).astype(int)
     for cls in (HyperNetClassifier, SGDBaselineClassifier):
         cases += [
             _fit_predict(cls, X, np.zeros(40)),
             _fit_predict(cls, X, np.array(["a", 1] * 20, dtype=object)),
             _fit_predict(cls, X, labels.astype(float) + 0.5),
+            _fit_predict(cls, X, np.array([1, 2.0] * 20, dtype=object)),
             _fit_predict(cls, X, np.where(labels, "yes", "no")),
             _fit_predict(cls, X, labels, sample_weight=np.r_[np.zeros(20), np.ones(20)]),
             _fit_predict(cls, X[::-1], labels[::-1]),
@@ -316,11 +346,81 @@ def run_results_file_case(case):
     return outcome
 
 
+def command_line_files():
+    """CSV files for ``python -m skhypernet --csv`` and damaged UCI folders for the
+    benchmarks: a clear error is the command line's one-line exit with status 2."""
+    from .. import __main__ as main_job
+    from ..datasets import DatasetError, load_uci
+
+    def csv_attempt(text, *options):
+        def attempt():
+            with tempfile.TemporaryDirectory() as folder:
+                path = os.path.join(folder, "data.csv")
+                with open(path, "w", encoding="utf-8") as handle:
+                    handle.write(text)
+                try:
+                    # The job's table and usage lines are not this pass's output.
+                    with (
+                        contextlib.redirect_stdout(io.StringIO()),
+                        contextlib.redirect_stderr(io.StringIO()),
+                    ):
+                        main_job.main(
+                            ["--csv", path, "--target", "y", "--max-iter", "1", *options]
+                        )
+                except SystemExit as stop:
+                    if stop.code == 2:
+                        raise ValueError("usage error") from None
+                    raise
+            return []
+
+        return attempt
+
+    def uci_attempt(damage):
+        def attempt():
+            with tempfile.TemporaryDirectory() as folder:
+                data = os.path.join(folder, "data.txt")
+                np.savetxt(data, np.arange(24.0).reshape(8, 3))
+                for name, values in [
+                    ("index_features", [0, 1]),
+                    ("index_target", [2]),
+                    ("n_splits", [1]),
+                    ("index_train_0", range(6)),
+                    ("index_test_0", [6, 7]),
+                ]:
+                    np.savetxt(os.path.join(folder, name + ".txt"), list(values), fmt="%d")
+                damage(folder)
+                try:
+                    return list(load_uci(folder, 0))
+                except DatasetError as error:
+                    raise ValueError(str(error)) from None
+
+        return attempt
+
+    def nan_target(folder):
+        values = np.arange(24.0).reshape(8, 3)
+        values[7, 2] = np.nan
+        np.savetxt(os.path.join(folder, "data.txt"), values)
+
+    def no_splits(folder):
+        np.savetxt(os.path.join(folder, "n_splits.txt"), [0], fmt="%d")
+
+    rows = "".join(f"{i},{2 * i + 1}\n" for i in range(12))
+    return [
+        csv_attempt("\ufeffx,y\n" + rows),  # a byte-order mark: works
+        csv_attempt("x,y\n1,2\n3\n" + rows),
+        csv_attempt("x,y\n1e300,2\n" + rows),
+        csv_attempt("x,y\n1,2\n3,4\n", "--cv", "2"),
+        uci_attempt(nan_target),
+        uci_attempt(no_splits),
+    ]
+
+
 CATEGORIES = {
     "bad data": bad_data,
     "bad parameters": bad_parameters,
     "tampered saved state": tampered_state,
     "failed refits and predictions": refits_and_predictions,
+    "command-line files": lambda rng: command_line_files(),
 }
 
 
