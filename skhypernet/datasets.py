@@ -41,8 +41,11 @@ def _data_folder(folder):
 def _read_numbers(path, what):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Missing file {path} ({what}).")
-    with open(path) as handle:
-        rows = [line.split() for line in handle if line.strip()]
+    try:
+        with open(path, encoding="utf-8") as handle:
+            rows = [line.split() for line in handle if line.strip()]
+    except UnicodeDecodeError:
+        raise DatasetError(f"{path} ({what}) is not text: it cannot be read as UTF-8.") from None
     if not rows:
         raise DatasetError(f"{path} ({what}) holds no numbers.")
     try:

@@ -21,6 +21,9 @@ from ._base import (
 from ._docstrings import fill_doc
 from .distributions import Normal, NormalMixture
 
+#: Byte budget of one chunk of ``sample_y``'s draws (of each of its three arrays).
+SAMPLE_Y_CHUNK_BYTES = 64 * 2**20
+
 
 def weighted_r2(y, residuals, sample_weight):
     """R^2 as :func:`sklearn.metrics.r2_score` computes it, from the residuals.
@@ -393,19 +396,30 @@ class _StochasticRegressor(RegressorMixin, BaseStochasticNetwork):
         """
         check_n_samples(n_samples)
         X_tensor = self._validate_X_predict(X)
-        # The network's outputs, the noise and the draws, float64.
+        values_per_draw = X_tensor.shape[0] * self.n_outputs_
         check_memory(
-            3 * 8 * n_samples * X_tensor.shape[0] * self.n_outputs_,
+            8 * n_samples * values_per_draw,
             f"sample_y of {n_samples} draws for {X_tensor.shape[0]} rows",
         )
         rng = check_random_state(random_state)
+        # The network's outputs, the noise and the draws of a chunk, float64.
+        chunk = max(1, SAMPLE_Y_CHUNK_BYTES // (8 * values_per_draw))
 
         def draw(member, count):
-            means, noise_std = member._components(member._random_outputs(X_tensor, count, rng))
-            return [means + noise_std * rng.standard_normal(means.shape)]
+            draws = None
+            for start in range(0, count, chunk):
+                size = min(chunk, count - start)
+                outputs = member._random_outputs(X_tensor, size, rng)
+                means, noise_std = member._components(outputs)
+                block = means + noise_std * rng.standard_normal(means.shape)
+                if draws is None:
+                    draws = np.empty((count, *block.shape[1:]))
+                draws[start : start + size] = block
+            return [draws]
 
         (draws,) = self._pooled_draws(draw, n_samples, rng)
-        draws = draws * self.target_scale_ + self.target_mean_  # (S, n, n_outputs)
+        draws *= self.target_scale_
+        draws += self.target_mean_  # (S, n, n_outputs)
         draws = np.moveaxis(draws, 0, -1)
         return draws[:, 0, :] if self.n_outputs_ == 1 else draws
 

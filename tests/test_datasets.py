@@ -156,3 +156,15 @@ def test_uci_data_with_a_missing_value_is_refused(tmp_path):
     np.savetxt(path, data)
     with pytest.raises(ValueError, match="not finite"):
         load_uci(folder, 0)
+
+
+def test_a_binary_data_file_is_named(tmp_path):
+    from skhypernet.datasets import DatasetError, load_uci
+
+    from .conftest import write_uci_folder
+
+    folder, _, _ = write_uci_folder(str(tmp_path), n_rows=40, n_splits=1)
+    with open(os.path.join(folder, "data", "data.txt"), "wb") as handle:
+        handle.write(b"\xff\xfe\x00\x01binary")
+    with pytest.raises(DatasetError, match="data.txt .* is not text"):
+        load_uci(folder, 0)

@@ -164,3 +164,26 @@ def test_counts_too_large_for_memory_are_refused_before_allocating(monkeypatch):
     for call in calls:
         with pytest.raises(ValueError, match="GiB of memory, more than this machine has"):
             call()
+
+
+def test_sample_y_draws_in_chunks_of_bounded_memory(monkeypatch):
+    import skhypernet.regression as regression
+
+    model, X, _ = fitted(HyperNetRegressor)
+    whole = model.sample_y(X[:4], n_samples=600, random_state=0)
+    monkeypatch.setattr(regression, "SAMPLE_Y_CHUNK_BYTES", 4 * 8 * 50)  # 50 draws a chunk
+    sizes = []
+    original = HyperNetRegressor._random_outputs
+
+    def recording(self, X_tensor, n_samples, rng):
+        sizes.append(n_samples)
+        return original(self, X_tensor, n_samples, rng)
+
+    monkeypatch.setattr(HyperNetRegressor, "_random_outputs", recording)
+    chunked = model.sample_y(X[:4], n_samples=600, random_state=0)
+    assert max(sizes) == 50 and sum(sizes) == 600
+    assert chunked.shape == whole.shape == (4, 600)
+    np.testing.assert_array_equal(chunked, model.sample_y(X[:4], n_samples=600, random_state=0))
+    # Other draws of the same distribution.
+    mean, std = model.predict(X[:4], return_std=True)
+    assert np.all(np.abs(chunked.mean(axis=1) - mean) < 4 * std / np.sqrt(600))

@@ -72,6 +72,9 @@ class ResultStore:
             exists = os.path.exists(self.path) and os.path.getsize(self.path) > 0
             if os.path.isdir(self.path):
                 raise IsADirectoryError(21, "Is a directory")
+            if exists:
+                # Refused now, not after the first unit of work: a file this run cannot append to.
+                open(self.path, "a", encoding="utf-8").close()
             if exists and resume:
                 self._load()
             elif exists and not overwrite:
