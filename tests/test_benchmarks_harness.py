@@ -837,3 +837,24 @@ def test_damaged_data_files_stop_the_run_in_one_line(tmp_path, capsys, damage):
     err = capsys.readouterr().err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert ("not a table of numbers" if damage == "not numbers" else "at least 1 split") in err
+
+
+def test_a_results_file_that_cannot_be_appended_to_is_refused_at_start(tmp_path, monkeypatch):
+    import builtins
+
+    from skhypernet.benchmarks import _results
+
+    path = tmp_path / "results.jsonl"
+    path.write_text('{"dataset": "a", "split": 0}\n')
+
+    def read_only(file, mode="r", *args, **kwargs):
+        # What a read-only file gives a user who is not root.
+        if os.fspath(file) == os.fspath(path) and mode != "r":
+            raise PermissionError(13, "Permission denied")
+        return builtins.open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(_results, "open", read_only, raising=False)
+    for options in ({"resume": True}, {"resume": False, "overwrite": True}):
+        with pytest.raises(BenchmarkInputError, match="Cannot use .*Permission denied"):
+            ResultStore(path, record_keys=KEYS, **options)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".results.jsonl.lock", "results.jsonl"]
