@@ -227,9 +227,45 @@ def _unchanged_after_failed_refit(model, X, refit):
     return attempt
 
 
+def _interrupt_seen_after_the_step(X, y):
+    """An attempt: Ctrl-C recorded during the 5th step of a batch-1 epoch must stop
+    it after that step (a chunk of noise is thousands of steps: seconds)."""
+    from .. import _engine
+
+    def attempt():
+        model = HyperNetRegressor(batch_size=1, max_iter=1, early_stopping=False, random_state=0)
+        training = model._prepare_training(X, y, None, incremental=False)
+        optimizer = model._optimizer([model.network_])
+        interrupted, steps = [], []
+        step = optimizer.step
+
+        def counted(n_rows):
+            step(n_rows)
+            steps.append(n_rows)
+            if len(steps) == 5:
+                interrupted.append("SIGINT")
+
+        optimizer.step = counted
+        try:
+            _engine.run_epoch(
+                [model.network_],
+                optimizer,
+                training.data,
+                1,
+                True,
+                [model._generator],
+                interrupted=interrupted,
+            )
+        except KeyboardInterrupt:
+            pass
+        return [] if len(steps) == 5 else [np.nan]
+
+    return attempt
+
+
 def refits_and_predictions(rng):
     """Failed refits, predictions outside float32, parameters set after fit,
-    a NaN-making update, unweighted validation rows."""
+    a NaN-making update, unweighted validation rows, Ctrl-C at batch size 1."""
     X, y = _data(rng, n=60)
     labels = np.array(["a", "b", "c"])[np.arange(60) % 3]
     cases = []
@@ -254,6 +290,7 @@ def refits_and_predictions(rng):
     for value in (0, -3, 2.5, "many"):
         model = HyperNetRegressor(**FAST).fit(X, y)
         cases.append(lambda m=model, v=value: [m.set_params(n_predict_samples=v).predict(X)])
+    cases.append(_interrupt_seen_after_the_step(X, y))
     diverging = HyperNetClassifier(beta_2=0.0, learning_rate_init=0.01, max_iter=6, random_state=0)
     cases.append(lambda: [diverging.fit(X, y > 0).predict_proba(X)])
     return cases
