@@ -291,6 +291,9 @@ def refits_and_predictions(rng):
         model = HyperNetRegressor(**FAST).fit(X, y)
         cases.append(lambda m=model, v=value: [m.set_params(n_predict_samples=v).predict(X)])
     cases.append(_interrupt_seen_after_the_step(X, y))
+    # Probabilities that underflow: their logs must stay finite.
+    sure = SGDBaselineClassifier(max_iter=60, learning_rate_init=0.1, random_state=0)
+    cases.append(lambda: [sure.fit(100 * X, y > 0).predict_log_proba(100 * X)])
     diverging = HyperNetClassifier(beta_2=0.0, learning_rate_init=0.01, max_iter=6, random_state=0)
     cases.append(lambda: [diverging.fit(X, y > 0).predict_proba(X)])
     return cases
@@ -384,8 +387,10 @@ def run_results_file_case(case):
 
 
 def command_line_files():
-    """CSV files for ``python -m skhypernet --csv`` and damaged UCI folders for the
-    benchmarks: a clear error is the command line's one-line exit with status 2."""
+    """CSV files for ``python -m skhypernet --csv``, damaged UCI folders and
+    results paths that cannot hold results (a directory, a path under a file, an
+    empty name, a binary file): a clear error is the command line's one-line exit
+    with status 2, or the benchmarks' input error."""
     from .. import __main__ as main_job
     from ..datasets import DatasetError, load_uci
 
@@ -441,8 +446,31 @@ def command_line_files():
     def no_splits(folder):
         np.savetxt(os.path.join(folder, "n_splits.txt"), [0], fmt="%d")
 
+    def results_path(make_path):
+        def attempt():
+            with tempfile.TemporaryDirectory() as folder:
+                ResultStore(make_path(folder), resume=True, record_keys=("dataset",))
+            return []
+
+        return attempt
+
+    def under_a_file(folder):
+        with open(os.path.join(folder, "afile"), "w") as handle:
+            handle.write("x")
+        return os.path.join(folder, "afile", "r.jsonl")
+
+    def binary(folder):
+        path = os.path.join(folder, "r.jsonl")
+        with open(path, "wb") as handle:
+            handle.write(b"\xff\xfe\x00binary")
+        return path
+
     rows = "".join(f"{i},{2 * i + 1}\n" for i in range(12))
     return [
+        results_path(lambda folder: folder),
+        results_path(under_a_file),
+        results_path(lambda folder: ""),
+        results_path(binary),
         csv_attempt("\ufeffx,y\n" + rows),  # a byte-order mark: works
         csv_attempt("x,y\n1,2\n3\n" + rows),
         csv_attempt("x,y\n1e300,2\n" + rows),
