@@ -618,8 +618,11 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=np.float64)
         check_float32_range(X)
-        self._n_weight_samples()  # a parameter set after fit is checked here
+        self._check_predict_params()
         return _to_tensor(X, torch.float64, self._fitted_members()[0].network_.device)
+
+    def _check_predict_params(self):
+        """Check the parameters that prediction reads, which may have been set after fit."""
 
     def _predictive_mean(self, X_tensor, transform=None):
         """Eq. 4 over every member's weight samples, on an already validated
@@ -638,6 +641,13 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
     def _prediction_outputs(self, X_tensor):
         """Network outputs of the prediction's fixed weight samples, every
         member's in turn: ndarray (S, n, n_network_outputs)."""
+        outputs = [outputs for _, outputs in self._member_prediction_outputs(X_tensor)]
+        return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
+
+    def _member_prediction_outputs(self, X_tensor):
+        """``(member, outputs)`` of every member: the network outputs of its
+        fixed weight samples, ``n_predict_samples`` of this estimator's each,
+        ndarray (S, n, n_network_outputs)."""
         n_samples = self._n_weight_samples()
         members = self._fitted_members()
         n_outputs = members[0].network_.weight_generator.shapes[-1][1]
@@ -646,11 +656,15 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
             f"The outputs of {len(members) * n_samples} weight samples for "
             f"{X_tensor.shape[0]} rows",
         )
-        outputs = [
-            member.network_.sample_outputs(X_tensor, n_samples, member._predict_seed).cpu().numpy()
-            for member in self._fitted_members()
+        return [
+            (
+                member,
+                member.network_.sample_outputs(X_tensor, n_samples, member._predict_seed)
+                .cpu()
+                .numpy(),
+            )
+            for member in members
         ]
-        return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
 
     def _random_outputs(self, X_tensor, n_samples, rng):
         """Network outputs of ``n_samples`` fresh weight samples of this
@@ -900,13 +914,15 @@ class HyperNetworkFamily(BaseStochasticNetwork):
     }
 
     def _n_weight_samples(self):
+        return self.n_predict_samples
+
+    def _check_predict_params(self):
         validate_parameter_constraints(
             {"n_predict_samples": self._parameter_constraints["n_predict_samples"]},
             {"n_predict_samples": self.n_predict_samples},
             caller_name=type(self).__name__,
         )
         self._check_sample_count(self.n_predict_samples, "n_predict_samples")
-        return self.n_predict_samples
 
     def _check_sample_count(self, n_samples, what):
         """Refuse a number of weight samples whose noise and codes (float64,

@@ -26,6 +26,17 @@ def at_least(minimum, kind=int, maximum=None):
     return parse
 
 
+def fraction(text):
+    """An argparse ``type``: a fraction of rows, a number in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
 def worker_processes(text):
     """An argparse ``type``: a process count with joblib's meaning (-1: one per core)."""
     value = at_least(-math.inf)(text)  # any integer: 0 alone is refused

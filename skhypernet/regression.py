@@ -360,8 +360,8 @@ class _StochasticRegressor(RegressorMixin, BaseStochasticNetwork):
         """
         X_tensor = self._validate_X_predict(X)
         locs, scales = [], []
-        for member in self._fitted_members():
-            means, noise_stds = member._components(member._prediction_outputs(X_tensor))
+        for member, outputs in self._member_prediction_outputs(X_tensor):
+            means, noise_stds = member._components(outputs)
             locs.append(means)
             scales.append(np.broadcast_to(noise_stds, means.shape))
         # (S, n, n_outputs) -> (n, n_outputs, S), in target units.

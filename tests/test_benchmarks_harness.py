@@ -298,6 +298,8 @@ def test_defaults_command_scores_settings_on_validation_rows_only(tmp_path, caps
         ("uncertainty", ["--datasets", "toy"], "need --data"),
         ("uncertainty", ["--datasets", "iris"], "classification data sets"),
         ("uncertainty", ["--validation", "1"], "must be in [0, 1)"),
+        ("uncertainty", ["--validation", "nan"], "must be in [0, 1)"),
+        ("uci", ["--held-out", "1.5"], "must be in [0, 1)"),
         ("gap", ["--half-gaps", "4"], "not between 0 and 4"),
         ("gap", ["--seeds", "0"], "argument --seeds: must be at least 1, got 0"),
         ("gap", ["--members", "1"], "argument --members: must be at least 2, got 1"),

@@ -205,3 +205,12 @@ def test_reliability_plot_titles_the_expected_calibration_error():
     figure = plot_reliability(y, proba, n_bins=5)
     ece = expected_calibration_error(y, proba, n_bins=5)
     assert f"{ece:.3f}" in figure.axes[0].get_title()
+
+
+def test_an_ensemble_predicts_its_distribution_with_its_own_sample_count():
+    X, y = data()
+    model = quietly(HyperNetRegressor(max_iter=3, n_members=2, random_state=0).fit, X, y)
+    model.set_params(n_predict_samples=7)  # after fit: the members keep 100
+    dist = model.predict_dist(X)
+    assert dist.locs.shape == (len(X), 14)
+    np.testing.assert_allclose(dist.mean(), model.predict(X), rtol=1e-9, atol=1e-9 * np.std(y))

@@ -41,7 +41,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from .. import HyperNetClassifier, HyperNetRegressor, SGDBaseline, SGDBaselineClassifier
-from .._cli import add_jobs_argument, at_least
+from .._cli import add_jobs_argument, at_least, fraction
 from ..datasets import load_uci, uci_n_splits
 from ._results import (
     BenchmarkInputError,
@@ -124,14 +124,7 @@ def add_arguments(parser):
         "fit times, and checks the defaults against it",
     )
     parser.add_argument("--seed", type=at_least(0), default=0, help="base seed (plus the split)")
-    parser.add_argument(
-        "--validation",
-        type=float,
-        default=0.0,
-        metavar="FRACTION",
-        help="score on this fraction of each split's training rows, fitted on the rest; "
-        "the test rows are never read (for choosing settings; default 0: test rows)",
-    )
+    add_validation_argument(parser)
     parser.add_argument(
         "--params",
         nargs="+",
@@ -142,6 +135,18 @@ def add_arguments(parser):
     )
     add_jobs_argument(parser)
     add_store_arguments(parser)
+
+
+def add_validation_argument(parser):
+    """``--validation FRACTION``: score on training rows only, for choosing settings."""
+    parser.add_argument(
+        "--validation",
+        type=fraction,
+        default=0.0,
+        metavar="FRACTION",
+        help="score on this fraction of each split's training rows, fitted on the rest; "
+        "the test rows are never read (for choosing settings; default 0: test rows)",
+    )
 
 
 def load_split(task):
@@ -176,6 +181,11 @@ def estimator_label(method, params):
     """The method's name in records and tables, with the settings it was given."""
     if not params or method not in TUNABLE:
         return method
+    return with_params(method, params)
+
+
+def with_params(method, params):
+    """``method`` labelled with ``params`` (name-value pairs) as records show it."""
     return method + " " + " ".join(f"{name}={json.dumps(value)}" for name, value in params)
 
 
@@ -254,8 +264,6 @@ def plan(args):
         raise BenchmarkInputError(
             f"Unknown methods {sorted(set(args.methods) - known)}; choose from {sorted(known)}."
         )
-    if not 0 <= args.validation < 1:
-        raise BenchmarkInputError(f"--validation must be in [0, 1), got {args.validation}.")
     if args.validation and args.protocol:
         raise BenchmarkInputError(
             "--protocol compares test scores; it cannot be combined with --validation."

@@ -21,7 +21,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from .. import HyperNetRegressor, SGDBaseline
 from .._base import fit_in_lockstep, resolve_batch_size
-from .._cli import add_jobs_argument, at_least
+from .._cli import add_jobs_argument, at_least, fraction
 from ..datasets import list_uci_datasets, load_uci, uci_n_splits
 from ._results import (
     BenchmarkInputError,
@@ -137,7 +137,7 @@ def add_arguments(parser, *, figure=False):
         )
         parser.add_argument(
             "--held-out",
-            type=float,
+            type=fraction,
             default=DEFAULT_HELD_OUT,
             help="fraction of the training rows that HyperNet-KL holds out: the observation "
             "noise of its predictive distribution is their mean squared residual (the "
@@ -543,8 +543,6 @@ def run(args, out=None):
         n_splits = uci_n_splits(folder)
         return range(min(n_splits, args.splits or n_splits))
 
-    if not 0 <= args.held_out < 1:
-        raise BenchmarkInputError(f"--held-out must be in [0, 1), got {args.held_out}.")
     tasks = plan(args, splits_of, args.methods, held_out=args.held_out)
     records = run_and_collect(args, tasks, UCI_RECORD_KEYS, out, lockstep=args.lockstep)
     print("\n" + summary_table(records), file=out)

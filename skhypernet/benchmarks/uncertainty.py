@@ -23,7 +23,6 @@ split's training rows and scored on that fraction of them: settings are
 chosen there, never on test rows.
 """
 
-import json
 import time
 import warnings
 
@@ -43,7 +42,15 @@ from ..distributions import Normal
 from ..metrics import crps, interval_coverage, interval_width, log_likelihood
 from ._results import BenchmarkInputError, add_store_arguments, format_estimate, markdown_table
 from ._results import mean_and_standard_error as mean_and_error
-from .defaults import BUILTIN, decimals, parse_params, random_cut
+from .defaults import (
+    BUILTIN,
+    add_validation_argument,
+    decimals,
+    parse_params,
+    random_cut,
+    scored_rows,
+    with_params,
+)
 from .defaults import load_split as load_split_of
 from .uci import find_datasets, run_and_collect
 
@@ -149,14 +156,7 @@ def add_arguments(parser):
         "--methods", nargs="+", choices=list(METHODS), help="methods to run (default: all)"
     )
     parser.add_argument("--seed", type=at_least(0), default=0, help="base seed (plus the split)")
-    parser.add_argument(
-        "--validation",
-        type=float,
-        default=0.0,
-        metavar="FRACTION",
-        help="score on this fraction of each split's training rows, fitted on the rest; "
-        "the test rows are never read (default 0: test rows)",
-    )
+    add_validation_argument(parser)
     parser.add_argument(
         "--params",
         nargs="+",
@@ -177,7 +177,7 @@ def method_label(method, params):
     """The method's name in records and tables, with the settings it was given."""
     if not params or not method.startswith(TUNABLE):
         return method
-    return method + " " + " ".join(f"{name}={json.dumps(value)}" for name, value in params)
+    return with_params(method, params)
 
 
 def plan(args):
@@ -186,8 +186,6 @@ def plan(args):
     uci_names = [name for name in requested if name not in BUILTIN]
     if uci_names and not args.data:
         raise BenchmarkInputError(f"Data sets {uci_names} need --data (a UCI folder).")
-    if not 0 <= args.validation < 1:
-        raise BenchmarkInputError(f"--validation must be in [0, 1), got {args.validation}.")
     wanted = args.data and (uci_names or not requested)
     uci = find_datasets(args.data, uci_names or None) if wanted else []
     sources = [(name, "uci") for name in uci]
@@ -233,16 +231,6 @@ def plan(args):
                     }
                 )
     return tasks
-
-
-def scored_rows(task):
-    """Training and scored rows: the split's test rows, or with ``validation``
-    a random part of the training rows (the rest is trained on)."""
-    X_train, X_test, y_train, y_test = load_split_of(task)
-    fraction = task["settings"].get("validation", 0.0)
-    if not fraction:
-        return X_train, X_test, y_train, y_test
-    return random_cut(X_train, y_train, "regression", fraction, task["split"])
 
 
 def _distribution(model, X):
