@@ -1198,7 +1198,10 @@ def train(
 
 
 def warn_diverged(epoch, loss, stacklevel):
-    became = f"the loss became {loss}" if not math.isfinite(loss) else "the parameters became NaN"
+    if math.isfinite(loss):
+        became = "some parameters stopped being finite"
+    else:
+        became = f"the loss became {loss}"
     warnings.warn(
         f"Training diverged in epoch {epoch}: {became}. The parameters "
         "from before that epoch are kept and the optimiser's state is reset. Lower "
