@@ -155,8 +155,12 @@ class GaussianNLL(Loss):
 SQUARED_ERROR, CROSS_ENTROPY, GAUSSIAN_NLL = SquaredError(), CrossEntropy(), GaussianNLL()
 #: The loss table, by the estimators' names.
 LOSSES = {loss.name: loss for loss in (SQUARED_ERROR, CROSS_ENTROPY, GAUSSIAN_NLL)}
-#: Weight draws behind each step's estimate of the weight KL term (``kl_weight``).
+#: Weight draws behind each estimate of the weight KL term (``kl_weight``).
 KL_SAMPLES = 32
+#: The KL term's gradient is estimated anew every this many steps and reused
+#: in between: it changes little from one step to the next, and its estimate
+#: costs more than a small batch's step (see :func:`kl_gradients`).
+KL_REFRESH_STEPS = 16
 
 
 class Parameters(NamedTuple):
@@ -508,12 +512,14 @@ def kl_gradients(values, grads, weight_noise, coefficients, fixed_outputs):
     codes = hypernet_forward(values, weight_noise, None, hidden_inputs, hidden_pre)
     n_replicas, n_draws, code_size = codes.shape
     mean_code = codes.mean(1, keepdim=True)
-    centred = codes - mean_code
+    # The mean code and the centred codes in one matrix: each head's means and
+    # deviations, its gradient and the codes' gradient are one product each
+    # (the step is bound by the number of operations, not by their size).
+    stacked = torch.cat([mean_code, codes - mean_code], dim=1)
     # The regulariser's weight per replica goes into the codes, which are small,
     # instead of into a pass over the heads' gradient.
-    scaled_mean_code_t = mean_code.transpose(1, 2) * coefficients
-    scaled_centred_t = centred.transpose(1, 2) * coefficients
-    grad_codes = torch.zeros_like(codes)
+    scaled_stacked_t = stacked.transpose(1, 2) * coefficients
+    grad_stacked = torch.zeros_like(stacked)
     total = codes.new_zeros(n_replicas)
     n_weights = 0
     heads = values.heads
@@ -524,39 +530,34 @@ def kl_gradients(values, grads, weight_noise, coefficients, fixed_outputs):
             grad_head = grad_head[..., : grad_head.shape[3] - fixed_outputs]
         flat_head = head.reshape(n_replicas, code_size, -1)
         n_weights += flat_head.shape[2]
-        mean = torch.bmm(mean_code, flat_head)
-        deviations = torch.bmm(centred, flat_head)
+        moments = torch.bmm(stacked, flat_head)
+        mean, deviations = moments[:, :1], moments[:, 1:]
         # The floor keeps the logarithm finite for weights that do not vary.
-        variance = deviations.square().sum(1, keepdim=True)
+        # A product: ``square`` goes through the slower ``pow`` kernel on CPU.
+        variance = torch.mul(deviations, deviations).sum(1, keepdim=True)
         variance.mul_(1.0 / (n_draws - 1)).add_(1e-12)
         prior_ratio = variance * fan_in
-        log_ratio = torch.log(prior_ratio)
         # fan_in * v - log(fan_in * v) + fan_in * m^2 per weight; the -1 of
         # each weight is subtracted once, after the loop.
-        terms = prior_ratio.sub_(log_ratio).addcmul_(mean, mean, value=fan_in)
+        terms = prior_ratio.sub_(torch.log(prior_ratio)).addcmul_(mean, mean, value=fan_in)
         total.add_(terms.sum((1, 2)), alpha=0.5)
-        grad_mean = mean.mul_(fan_in)
-        grad_deviations = deviations.mul_(
-            variance.reciprocal_().sub_(fan_in).mul_(-1.0 / (n_draws - 1))
-        )
+        # In place: the rows of ``moments`` become the gradients of the mean
+        # and of the deviations.
+        mean.mul_(fan_in)
+        deviations.mul_(variance.reciprocal_().sub_(fan_in).mul_(-1.0 / (n_draws - 1)))
         # Accumulated straight into the heads' gradient where it is one block
         # (not the last layer's when it has outputs outside the distribution):
         # no head-sized temporaries, whose passes over memory cost 12-20 % of
         # the step in lockstep.
         if grad_head.is_contiguous():
-            grad_flat_head = grad_head.view(n_replicas, code_size, -1)
-            grad_flat_head.baddbmm_(scaled_centred_t, grad_deviations)
-            grad_flat_head.baddbmm_(scaled_mean_code_t, grad_mean)
+            grad_head.view(n_replicas, code_size, -1).baddbmm_(scaled_stacked_t, moments)
         else:
-            grad_flat_head = torch.baddbmm(
-                scaled_mean_code_t * grad_mean, scaled_centred_t, grad_deviations
-            )
-            grad_head.add_(grad_flat_head.view(grad_head.shape))
-        # The centred codes' gradient has zero column means already (so does
-        # ``deviations``): no correction for the centring is needed.
-        flat_head_t = flat_head.transpose(1, 2)
-        grad_codes.baddbmm_(grad_deviations, flat_head_t)
-        grad_codes.add_(torch.bmm(grad_mean, flat_head_t), alpha=1.0 / n_draws)
+            grad_head.add_(torch.bmm(scaled_stacked_t, moments).view(grad_head.shape))
+        grad_stacked.baddbmm_(moments, flat_head.transpose(1, 2))
+    # The centred codes' gradient has zero column means already (so does
+    # ``deviations``): no correction for the centring is needed.  The mean
+    # code's gradient reaches every draw's code in equal parts.
+    grad_codes = grad_stacked[:, 1:].add_(grad_stacked[:, :1], alpha=1.0 / n_draws)
     total.sub_(0.5 * n_weights)
     hypernet_backward(
         values, grads, grad_codes, weight_noise, hidden_inputs, hidden_pre, None, coefficients
@@ -618,6 +619,9 @@ class FlatOptimizer:
         self.structure = structure
         self.values = structure.blocks_of(self.flat, self.n_replicas)
         self.grads = structure.blocks_of(self.flat_grad, self.n_replicas)
+        #: The KL term's latest gradient estimate, added to every step's
+        #: gradient until the next (see ``KL_REFRESH_STEPS``); made on first use.
+        self.flat_kl_grad = self.kl_grads = None
         for replica, tensors in enumerate(per_model):
             for parameter, block in zip(tensors, self.values.tensors()):
                 view = block[replica].view(parameter.shape)
@@ -645,6 +649,14 @@ class FlatOptimizer:
                     offset += size
         if given:
             self.step_count.copy_(given[0][1]["step"])
+
+    def kl_gradient_buffers(self):
+        """The buffer of the KL term's gradient estimate, flat and as
+        :class:`Parameters` blocks, made on the first call."""
+        if self.flat_kl_grad is None:
+            self.flat_kl_grad = torch.zeros_like(self.flat)
+            self.kl_grads = self.structure.blocks_of(self.flat_kl_grad, self.n_replicas)
+        return self.flat_kl_grad, self.kl_grads
 
     def _masks(self, masks, default, scale=1.0):
         """A buffer like :attr:`flat`: ``scale * masks[parameter]`` on the
@@ -899,7 +911,8 @@ def run_epoch(
     order a single model would, so it follows the same path as a model
     trained alone.  ``kl_weights[r]`` (default 0) multiplies replica r's
     weight KL estimate divided by the number of rows, so that over an epoch
-    the steps add up to the KL term of a variational objective.  A non-empty
+    the steps add up to the KL term of a variational objective; the estimate
+    is made every ``KL_REFRESH_STEPS`` steps and its gradient reused between.  A non-empty
     ``interrupted`` (see :func:`interrupts_collected`) raises
     KeyboardInterrupt after the step in progress.
 
@@ -908,7 +921,7 @@ def run_epoch(
     output_losses : torch.Tensor of shape (R, n_outputs)
         Mean weighted loss per replica and output (the data term).
     kl : list of float
-        Mean of each replica's step KL estimates (0 without ``kl_weights``).
+        Mean of each replica's KL estimates (0 without ``kl_weights``).
     n_steps : int
     """
     n_replicas, n_samples = data.X.shape[0], data.n_samples
@@ -926,6 +939,7 @@ def run_epoch(
     if with_kl:
         kl_coefficients = torch.tensor(kl_weights, dtype=data.X.dtype, device=device)
         kl_coefficients = kl_coefficients.view(-1, 1, 1) / n_samples
+        flat_kl_grad, kl_grads = optimizer.kl_gradient_buffers()
     replicas = torch.arange(n_replicas, device=device).unsqueeze(1)
     # Noise is drawn for whole chunks of batches at once: fewer, larger draws.
     chunk = max(batch_size, NOISE_CHUNK_ROWS // batch_size * batch_size)
@@ -941,11 +955,13 @@ def run_epoch(
         ]
         noise = [stack_replicas(kind) if kind[0].numel() else None for kind in zip(*draws)]
         n_steps = -(-rows.shape[1] // batch_size)
+        first_step = start // batch_size
         if with_kl:
+            refreshes = refresh_steps(first_step, n_steps)
             kl_noise = torch.stack(
                 [
                     torch.randn(
-                        (n_steps, KL_SAMPLES, weight_generator.noise_dim),
+                        (len(refreshes), KL_SAMPLES, weight_generator.noise_dim),
                         generator=generator,
                         device=device,
                     )
@@ -976,9 +992,15 @@ def run_epoch(
             batch = Batch(*tensors)
             step_sums.append(batch_gradients(values, grads, loss, batch, layers))
             if with_kl:
-                step_kl.append(
-                    kl_gradients(values, grads, kl_noise[step], kl_coefficients, shared_outputs)
-                )
+                if step in refreshes:
+                    flat_kl_grad.zero_()
+                    kl_noise_draws = kl_noise[refreshes[step]]
+                    step_kl.append(
+                        kl_gradients(
+                            values, kl_grads, kl_noise_draws, kl_coefficients, shared_outputs
+                        )
+                    )
+                optimizer.flat_grad.add_(flat_kl_grad)
             optimizer.step(batch.x.shape[1])
             # Between steps, never inside one: a chunk is seconds of batch-1 steps.
             if interrupted:
@@ -988,8 +1010,17 @@ def run_epoch(
             kl_sums.append(torch.stack(step_kl).sum(0))
     n_steps = -(-n_samples // batch_size)
     output_losses = torch.stack(chunk_sums).sum(0).cpu().double() / n_samples
-    kl = (torch.stack(kl_sums).sum(0) / n_steps).tolist() if with_kl else [0.0] * n_replicas
+    n_refreshes = len(refresh_steps(0, n_steps))
+    kl = (torch.stack(kl_sums).sum(0) / n_refreshes).tolist() if with_kl else [0.0] * n_replicas
     return output_losses, kl, n_steps
+
+
+def refresh_steps(first_step, n_steps):
+    """``{step: k}`` for the steps ``first_step + step`` of an epoch, ``step <
+    n_steps``, that estimate the KL term's gradient anew (every
+    ``KL_REFRESH_STEPS``-th step of the epoch, from its first), k counting them."""
+    offset = -first_step % KL_REFRESH_STEPS
+    return {step: k for k, step in enumerate(range(offset, n_steps, KL_REFRESH_STEPS))}
 
 
 def stack_replicas(tensors):

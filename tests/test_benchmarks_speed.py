@@ -26,7 +26,9 @@ def test_report_shows_ratios_and_targets():
         "matmul_gflops": 400.0,
         "mnist_step_peak_bytes": 100 * 2**20,
         "predict_seconds": 0.3,
-        "batch_1_kl": 0.18,
+        "batch_1_kl": 0.072,
+        "batch_32": {"HyperNetRegressor": 0.012, "SGDBaseline": 0.004, "MLPRegressor": 0.006},
+        "batch_32_kl": 0.018,
         "noise_pass_fractions": {"False": 0.0001, "True": 0.002},
         "batch_512_gflops": 120.0,
         "lockstep_replicas": 20,
@@ -42,14 +44,17 @@ def test_report_shows_ratios_and_targets():
     assert "| 1.20 | <= 1.0 |" in table
     assert "| 0.40 | <= 0.5 |" in table
     assert "| 15.00 | <= 3.0 |" in table
+    assert "| 0.30 | >= 0.50 |" in table
     assert "| 0.57 | >= 0.70 |" in table
-    assert "| 0.30 | >= 0.70 |" in table
+    assert "| 12.0 ms / 4.0 ms | 3.00 | <= 2.0 |" in table
+    assert "kl_weight=0.1 / kl_weight=0 | 72.0 ms / 60.0 ms | 1.20 | <= 1.3 |" in table
+    assert "kl_weight=0.1 / kl_weight=0 | 18.0 ms / 12.0 ms | 1.50 | <= 1.3 |" in table
     assert "| 0.25 s |" in table
     assert "| 1200 ms / 200 ms | 6.00 | >= 5.0 |" in table
     assert "100 MB" in table
     assert (
         "| epoch, batch 32, 927 x 8: HyperNetRegressor(n_members=5) / one network "
-        "| 50.0 ms / 20.0 ms | 2.50 | <= 2.0 |" in table
+        "| 50.0 ms / 20.0 ms | 2.50 | <= 1.5 |" in table
     )
     assert "SGDBaseline(n_members=5) / one network | 15.0 ms / 10.0 ms | 1.50 |  |" in table
 

@@ -205,9 +205,12 @@ def reference_epoch(
     order = torch.randperm(n_samples, generator=generator)
     noise = model.draw_noise(n_samples, X.shape[1], generator)
     n_steps = -(-n_samples // batch_size)
+    refresh = _engine.KL_REFRESH_STEPS
+    n_refreshes = -(-n_steps // refresh)
     if kl_weight:
-        kl_noise = torch.randn((n_steps, _engine.KL_SAMPLES, 3), generator=generator)
+        kl_noise = torch.randn((n_refreshes, _engine.KL_SAMPLES, 3), generator=generator)
     total, kl_total = 0.0, 0.0
+    parameters = [p for group in optimizer.param_groups for p in group["params"]]
     for step, start in enumerate(range(0, n_samples, batch_size)):
         rows = slice(start, start + batch_size)
         index = order[rows]
@@ -222,19 +225,26 @@ def reference_epoch(
             losses = (outputs - targets[index]).square()
         losses = weights[index, None] * losses
         objective = losses.mean(dim=1).mean()
-        if kl_weight:
-            kl = reference_kl(model, kl_noise[step])
-            objective = objective + kl_weight / n_samples * kl
+        if kl_weight and step % refresh == 0:
+            # The KL gradient of every refresh-th step serves the steps up to the next.
+            kl = reference_kl(model, kl_noise[step // refresh])
             kl_total += float(kl.detach())
+            kl_grads = torch.autograd.grad(
+                kl_weight / n_samples * kl, parameters, allow_unused=True
+            )
         for parameter, alpha in (penalised or {}).items():
             objective = objective + 0.5 * (alpha * parameter.square()).sum() / len(index)
         optimizer.zero_grad()
         objective.backward()
+        if kl_weight:
+            for parameter, kl_grad in zip(parameters, kl_grads):
+                if kl_grad is not None:
+                    parameter.grad += kl_grad
         for parameter, mask in (masks or {}).items():
             parameter.grad *= mask
         optimizer.step()
         total = total + losses.detach().sum(dim=0)
-    return total.double() / n_samples, kl_total / n_steps
+    return total.double() / n_samples, kl_total / n_refreshes
 
 
 EPOCH_CASES = [
@@ -249,8 +259,20 @@ EPOCH_CASES = [
 ]
 
 
-@pytest.mark.parametrize("family, loss, kl_weight", EPOCH_CASES)
-def test_training_epochs_equal_autograd_and_torch_adam(family, loss, kl_weight):
+# With the KL term, its gradient estimated every step, every other step or
+# once an epoch of 5 steps (reused in between).
+EPOCH_REFRESH_CASES = [
+    (*case, refresh)
+    for case in EPOCH_CASES
+    for refresh in ([1, 2, _engine.KL_REFRESH_STEPS] if case[2] else [_engine.KL_REFRESH_STEPS])
+]
+
+
+@pytest.mark.parametrize("family, loss, kl_weight, kl_refresh", EPOCH_REFRESH_CASES)
+def test_training_epochs_equal_autograd_and_torch_adam(
+    family, loss, kl_weight, kl_refresh, monkeypatch
+):
+    monkeypatch.setattr(_engine, "KL_REFRESH_STEPS", kl_refresh)
     # With the Gaussian likelihood the log-variance output is weight-independent.
     shared = 1 if loss == _engine.GAUSSIAN_NLL and family == "hyper" else 0
     model = build(family, shared_outputs=shared)
@@ -279,6 +301,19 @@ def test_training_epochs_equal_autograd_and_torch_adam(family, loss, kl_weight):
     if shared:
         frozen = model.weight_generator.heads[-1][:-1, :, -shared:]
         assert torch.count_nonzero(frozen) == 0
+
+
+@pytest.mark.parametrize("n_steps, chunk_steps, refresh", [(5, 5, 8), (23, 4, 3), (23, 6, 1)])
+def test_kl_refresh_steps_of_chunks_make_up_the_epoch(n_steps, chunk_steps, refresh, monkeypatch):
+    # The engine draws an epoch's noise in chunks of whole batches.
+    monkeypatch.setattr(_engine, "KL_REFRESH_STEPS", refresh)
+    seen = []
+    for first in range(0, n_steps, chunk_steps):
+        steps = _engine.refresh_steps(first, min(chunk_steps, n_steps - first))
+        assert list(steps.values()) == list(range(len(steps)))
+        seen += [first + step for step in steps]
+    assert seen == list(range(0, n_steps, refresh))
+    assert len(_engine.refresh_steps(0, n_steps)) == len(seen)
 
 
 def matching_masks(model, reference, masks):

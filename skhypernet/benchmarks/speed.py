@@ -10,8 +10,9 @@ Prints a Markdown table of these measurements and their ratios:
    achieved GFLOP/s over the fp32 matmul GFLOP/s of the same machine, and the
    peak memory the step adds;
 4. predict time for 10,000 rows with S = 100 weight samples;
-5. the cost of ``kl_weight=0.1`` at batch size 1, and of the noise estimate
-   after a fit relative to an epoch;
+5. the cost of ``kl_weight=0.1`` at batch sizes 1 and 32, the epoch time at
+   batch size 32 on 927 x 8 rows (the Concrete shape), and the cost of the
+   noise estimate after a fit relative to an epoch;
 6. the first fit's warm-up in a fresh process;
 7. the epoch time of a 5-member ensemble (``n_members=5``, trained in one pass)
    against one network, for both families at batch sizes 1 and 32.
@@ -43,6 +44,8 @@ ENSEMBLE_MEMBERS = 5
 #: Data shape of the ensemble measurement at each batch size: the Boston shape
 #: at batch size 1 (as above), a 927 x 8 set (Concrete's training rows) at 32.
 ENSEMBLE_SHAPES = {1: (455, 13), 32: (927, 8)}
+#: Data shape of the batch-32 measurements: Concrete's training rows.
+BATCH_32_SHAPE = ENSEMBLE_SHAPES[32]
 
 
 def add_arguments(parser):
@@ -116,6 +119,23 @@ def compare_epochs(n_samples, n_features, batch_size, repeats):
         "SGDBaseline": estimator_epoch_seconds(ours(SGDBaseline), X, y, repeats),
         "MLPRegressor": estimator_epoch_seconds(mlp, X, y, repeats),
     }
+
+
+def kl_epoch_seconds(n_samples, n_features, batch_size, repeats):
+    """Epoch seconds of ``HyperNetRegressor(kl_weight=0.1)`` at one data shape
+    and batch size."""
+    return estimator_epoch_seconds(
+        lambda n_epochs: HyperNetRegressor(
+            batch_size=batch_size,
+            max_iter=n_epochs,
+            kl_weight=0.1,
+            n_iter_no_change=np.inf,
+            early_stopping=False,
+            random_state=0,
+        ),
+        *linear_data(n_samples, n_features),
+        repeats,
+    )
 
 
 def lockstep_epoch_seconds(n_replicas, repeats, n_samples=455, n_features=13):
@@ -353,18 +373,9 @@ def measure(threads=None, repeats=3):
         figures["batch_1"] = compare_epochs(455, 13, 1, repeats)
         figures["lockstep_replicas"] = LOCKSTEP_REPLICAS
         figures["batch_1_lockstep"] = lockstep_epoch_seconds(LOCKSTEP_REPLICAS, repeats)
-        figures["batch_1_kl"] = estimator_epoch_seconds(
-            lambda n: HyperNetRegressor(
-                batch_size=1,
-                max_iter=n,
-                kl_weight=0.1,
-                n_iter_no_change=np.inf,
-                early_stopping=False,
-                random_state=0,
-            ),
-            *linear_data(455, 13),
-            repeats,
-        )
+        figures["batch_1_kl"] = kl_epoch_seconds(455, 13, 1, repeats)
+        figures["batch_32"] = compare_epochs(*BATCH_32_SHAPE, 32, repeats)
+        figures["batch_32_kl"] = kl_epoch_seconds(*BATCH_32_SHAPE, 32, repeats)
         figures["noise_pass_fractions"] = noise_pass_fractions(repeats)
         figures["batch_512"] = compare_epochs(8192, 8, 512, repeats)
         figures["predict_seconds"] = predict_seconds(repeats)
@@ -384,7 +395,7 @@ def measure(threads=None, repeats=3):
 
 def report(figures):
     """The Markdown table of ``figures`` with ratios and targets."""
-    one, big = figures["batch_1"], figures["batch_512"]
+    one, mid, big = figures["batch_1"], figures["batch_32"], figures["batch_512"]
     replicas = figures["lockstep_replicas"]
     mlp1 = one["MLPRegressor"]
     peak = figures["mnist_step_peak_bytes"]
@@ -410,6 +421,18 @@ def report(figures):
             ">= 5.0",
         ),
         (
+            "epoch, batch 32, 927 x 8: HyperNetRegressor / SGDBaseline",
+            f"{mid['HyperNetRegressor'] * 1e3:.1f} ms / {mid['SGDBaseline'] * 1e3:.1f} ms",
+            mid["HyperNetRegressor"] / mid["SGDBaseline"],
+            "<= 2.0",
+        ),
+        (
+            "epoch, batch 32, 927 x 8: HyperNetRegressor / MLPRegressor",
+            f"{mid['HyperNetRegressor'] * 1e3:.1f} ms / {mid['MLPRegressor'] * 1e3:.1f} ms",
+            mid["HyperNetRegressor"] / mid["MLPRegressor"],
+            "",
+        ),
+        (
             "epoch, batch 512, 8192 x 8: HyperNetRegressor / SGDBaseline",
             f"{big['HyperNetRegressor'] * 1e3:.1f} ms / {big['SGDBaseline'] * 1e3:.1f} ms",
             big["HyperNetRegressor"] / big["SGDBaseline"],
@@ -425,7 +448,7 @@ def report(figures):
             "epoch, batch 512, 8192 x 8: HyperNetRegressor GFLOP/s / matmul GFLOP/s",
             f"{figures['batch_512_gflops']:.0f} / {figures['matmul_gflops']:.0f}",
             figures["batch_512_gflops"] / figures["matmul_gflops"],
-            ">= 0.70",
+            ">= 0.50",
         ),
         (
             "MNIST 2x400 step, batch 256: GFLOP/s / matmul GFLOP/s",
@@ -447,11 +470,17 @@ def report(figures):
             "< 150 MB",
         ),
         ("predict, 10,000 rows, S = 100", f"{figures['predict_seconds'] * 1e3:.0f} ms", None, ""),
-        (
-            "epoch, batch 1, 455 x 13: HyperNetRegressor kl_weight=0.1 / kl_weight=0",
-            f"{figures['batch_1_kl'] * 1e3:.1f} ms / {one['HyperNetRegressor'] * 1e3:.1f} ms",
-            figures["batch_1_kl"] / one["HyperNetRegressor"],
-            "",
+        *(
+            (
+                f"epoch, batch {batch}, {shape}: HyperNetRegressor kl_weight=0.1 / kl_weight=0",
+                f"{kl * 1e3:.1f} ms / {plain['HyperNetRegressor'] * 1e3:.1f} ms",
+                kl / plain["HyperNetRegressor"],
+                "<= 1.3",
+            )
+            for batch, shape, kl, plain in [
+                (1, "455 x 13", figures["batch_1_kl"], one),
+                (32, "927 x 8", figures["batch_32_kl"], mid),
+            ]
         ),
         (
             "noise estimate after fit / epoch, batch 512, 8192 x 8",
@@ -473,7 +502,7 @@ def report(figures):
                 f"epoch, batch {batch}, {shape}: {family}(n_members={members}) / one network",
                 f"{seconds['members'] * 1e3:.1f} ms / {seconds['one'] * 1e3:.1f} ms",
                 seconds["members"] / seconds["one"],
-                "<= 2.0" if batch == "32" else "",
+                "<= 1.5" if batch == "32" else "",
             )
         )
     lines = [
