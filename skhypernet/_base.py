@@ -28,6 +28,9 @@ _SEED_HIGH = np.iinfo(np.int32).max
 #: The paper switches to batches of 512 above 5,000 points in a data set; its
 #: splits keep 90 % of them for training.
 _PAPER_BATCH_THRESHOLD = 4500
+#: ``hyper_activation``: the slope of the hypernetwork's hidden units below 0
+#: (0.01 is torch's default leaky slope).
+HYPER_ACTIVATION_SLOPES = {"relu": 0.0, "leaky_relu": 0.01}
 #: Weight samples behind each epoch's weight-diffusion figures (as in the paper).
 DIFFUSION_SAMPLES = 10
 
@@ -909,6 +912,7 @@ class HyperNetworkFamily(BaseStochasticNetwork):
         "noise_dim": [Interval(Integral, 1, None, closed="left")],
         "hyper_hidden_layer_sizes": ["array-like"],
         "hyper_dropout": [Interval(Real, 0, 1, closed="left")],
+        "hyper_activation": [StrOptions(set(HYPER_ACTIVATION_SLOPES))],
         "n_predict_samples": [Interval(Integral, 1, None, closed="left")],
         "kl_weight": [Interval(Real, 0, None, closed="left")],
     }
@@ -952,6 +956,7 @@ class HyperNetworkFamily(BaseStochasticNetwork):
                 self.hyper_hidden_layer_sizes, "hyper_hidden_layer_sizes"
             ),
             "hyper_dropout": self.hyper_dropout,
+            "hyper_activation": self.hyper_activation,
         }
 
     def _kl_weight(self):
@@ -1041,6 +1046,7 @@ class HyperNetworkFamily(BaseStochasticNetwork):
             dropout=self.hyper_dropout,
             generator=generator,
             shared_outputs=self._weight_independent_outputs(),
+            negative_slope=HYPER_ACTIVATION_SLOPES[self.hyper_activation],
         )
 
 

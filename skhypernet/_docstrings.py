@@ -10,12 +10,20 @@ HYPERNET_PARAMETERS = """\
         multiplied by a learned softplus scale, initially 1.
 
     hyper_hidden_layer_sizes : array-like of int, default=(100, 50)
-        Hidden ReLU layers of the hypernetwork.  Its linear output layer has
-        one unit per weight and bias of the main network.
+        Hidden layers of the hypernetwork (see ``hyper_activation``).  Its
+        linear output layer has one unit per weight and bias of the main
+        network.
 
     hyper_dropout : float, default=0.5
         Dropout probability of the hypernetwork's hidden units during
         training (the paper uses 0.5).
+
+    hyper_activation : {'relu', 'leaky_relu'}, default='relu'
+        Activation of the hypernetwork's hidden units.  'relu' is the
+        paper's.  Beyond the paper: 'leaky_relu' (slope 0.01 below 0) keeps
+        every unit's gradient alive, so that with ``kl_weight > 0`` the
+        weight distribution cannot end on units that are off for every
+        noise draw, where ReLU leaves a spread of exactly 0.
 
     kl_weight : float, default=0.0
         Beyond the paper: weight of a KL term that keeps a distribution over

@@ -326,12 +326,14 @@ def sum_over_rows(left, right, out):
     return torch.bmm(left.transpose(1, 2), right, out=out)
 
 
-def batch_gradients(values, grads, loss, batch, layers=None):
+def batch_gradients(values, grads, loss, batch, layers=None, negative_slope=0.0):
     """Gradient of the mean weighted loss of one batch of every replica, by hand.
 
     ``values`` and ``grads`` are :class:`Parameters` of ``(R, ...)`` blocks
     of the flat buffers; the gradients are written into ``grads``.
     ``layers`` are ``Layer.all(values, grads)``, made once for many steps.
+    ``negative_slope`` is that of the hypernetwork's hidden units
+    (:attr:`HyperNetwork.negative_slope`).
     Returns the weighted loss summed over rows, per replica and output
     (see :meth:`Loss.gradient`).  The forward pass is that of
     ``tests/reference.py``; every product is batched over the replicas.
@@ -350,7 +352,7 @@ def batch_gradients(values, grads, loss, batch, layers=None):
     if hyper:
         hidden_inputs, hidden_pre = [], []
         codes = hypernet_forward(
-            values, batch.weight_noise, batch.masks, hidden_inputs, hidden_pre
+            values, batch.weight_noise, batch.masks, hidden_inputs, hidden_pre, negative_slope
         )
         code_size = codes.shape[2]
         codes_column = codes.view(flat_rows, code_size, 1)
@@ -441,13 +443,14 @@ def batch_gradients(values, grads, loss, batch, layers=None):
             hidden_inputs,
             hidden_pre,
             batch.masks,
+            negative_slope,
         )
     return loss_sums
 
 
-def hypernet_forward(values, weight_noise, masks, hidden_inputs, hidden_pre):
+def hypernet_forward(values, weight_noise, masks, hidden_inputs, hidden_pre, negative_slope):
     """Codes ``[z, 1]`` of ``HyperNetwork.codes``, ``(R, n, C)``; ``masks``
-    None for no dropout.
+    None for no dropout; hidden units with ``negative_slope`` (0: ReLU).
 
     Appends each layer's input and pre-activation to ``hidden_inputs`` and
     ``hidden_pre`` for :func:`hypernet_backward`.
@@ -457,14 +460,22 @@ def hypernet_forward(values, weight_noise, masks, hidden_inputs, hidden_pre):
         hidden_inputs.append(hidden)
         pre = torch.baddbmm(bias, hidden, weight)
         hidden_pre.append(pre)
-        hidden = torch.relu(pre)
+        hidden = F.leaky_relu(pre, negative_slope) if negative_slope else torch.relu(pre)
         if masks is not None:
             hidden = hidden.mul_(masks[k])
     return with_ones(hidden)
 
 
 def hypernet_backward(
-    values, grads, grad_codes, weight_noise, hidden_inputs, hidden_pre, masks, accumulate=None
+    values,
+    grads,
+    grad_codes,
+    weight_noise,
+    hidden_inputs,
+    hidden_pre,
+    masks,
+    negative_slope,
+    accumulate=None,
 ):
     """Back-propagate ``grad_codes`` through the hypernetwork's hidden layers.
 
@@ -476,7 +487,12 @@ def hypernet_backward(
     for k in range(len(hidden_pre) - 1, -1, -1):
         if masks is not None:
             grad_hidden = grad_hidden * masks[k]
-        grad_pre = torch.ops.aten.threshold_backward(grad_hidden, hidden_pre[k], 0.0)
+        if negative_slope:
+            grad_pre = torch.ops.aten.leaky_relu_backward(
+                grad_hidden, hidden_pre[k], negative_slope, False
+            )
+        else:
+            grad_pre = torch.ops.aten.threshold_backward(grad_hidden, hidden_pre[k], 0.0)
         if accumulate is None:
             sum_over_rows(hidden_inputs[k], grad_pre, grads.hidden_weights[k])
             torch.sum(grad_pre, 1, keepdim=True, out=grads.hidden_biases[k])
@@ -493,7 +509,7 @@ def hypernet_backward(
         grads.noise_scale.add_(grad_scale.mul_(accumulate))
 
 
-def kl_gradients(values, grads, weight_noise, coefficients, fixed_outputs):
+def kl_gradients(values, grads, weight_noise, coefficients, fixed_outputs, negative_slope=0.0):
     """Add ``coefficients`` times the gradient of the weight KL estimate to ``grads``.
 
     The generated weights of the K draws of ``weight_noise`` (``(R, K,
@@ -509,7 +525,7 @@ def kl_gradients(values, grads, weight_noise, coefficients, fixed_outputs):
     Returns the estimate per replica, ``(R,)``.
     """
     hidden_inputs, hidden_pre = [], []
-    codes = hypernet_forward(values, weight_noise, None, hidden_inputs, hidden_pre)
+    codes = hypernet_forward(values, weight_noise, None, hidden_inputs, hidden_pre, negative_slope)
     n_replicas, n_draws, code_size = codes.shape
     mean_code = codes.mean(1, keepdim=True)
     # The mean code and the centred codes in one matrix: each head's means and
@@ -560,7 +576,15 @@ def kl_gradients(values, grads, weight_noise, coefficients, fixed_outputs):
     grad_codes = grad_stacked[:, 1:].add_(grad_stacked[:, :1], alpha=1.0 / n_draws)
     total.sub_(0.5 * n_weights)
     hypernet_backward(
-        values, grads, grad_codes, weight_noise, hidden_inputs, hidden_pre, None, coefficients
+        values,
+        grads,
+        grad_codes,
+        weight_noise,
+        hidden_inputs,
+        hidden_pre,
+        None,
+        negative_slope,
+        coefficients,
     )
     return total
 
@@ -947,6 +971,7 @@ def run_epoch(
     layers = Layer.all(optimizer.values, optimizer.grads)
     values, grads, loss = optimizer.values, optimizer.grads, data.loss
     shared_outputs = weight_generator.shared_outputs
+    slope = weight_generator.negative_slope
     for start in range(0, n_samples, chunk):
         rows = orders[:, start : start + chunk]
         draws = [
@@ -990,14 +1015,19 @@ def run_epoch(
         step_sums, step_kl = [], []
         for step, tensors in enumerate(zip(*columns)):
             batch = Batch(*tensors)
-            step_sums.append(batch_gradients(values, grads, loss, batch, layers))
+            step_sums.append(batch_gradients(values, grads, loss, batch, layers, slope))
             if with_kl:
                 if step in refreshes:
                     flat_kl_grad.zero_()
                     kl_noise_draws = kl_noise[refreshes[step]]
                     step_kl.append(
                         kl_gradients(
-                            values, kl_grads, kl_noise_draws, kl_coefficients, shared_outputs
+                            values,
+                            kl_grads,
+                            kl_noise_draws,
+                            kl_coefficients,
+                            shared_outputs,
+                            slope,
                         )
                     )
                 optimizer.flat_grad.add_(flat_kl_grad)

@@ -82,6 +82,8 @@ class WeightGenerator(nn.Module):
     dropout = 0.0
     #: Trailing main-network outputs whose weights do not vary with the code.
     shared_outputs = 0
+    #: Slope of the hypernetwork's hidden units below 0 (0: ReLU).
+    negative_slope = 0.0
 
     def __init__(self, shapes, code_size):
         super().__init__()
@@ -197,9 +199,9 @@ class HyperNetwork(WeightGenerator):
     """Hypernetwork ``g(eps; Theta)`` producing all main-network weights.
 
     ``eps ~ N(0, I)`` of size ``noise_dim`` is multiplied by a learned softplus
-    scale (initially 1), passed through a ReLU MLP with dropout on its hidden
-    units during training, and mapped linearly to the P main-network
-    parameters.
+    scale (initially 1), passed through a ReLU (or leaky ReLU) MLP with
+    dropout on its hidden units during training, and mapped linearly to the P
+    main-network parameters.
 
     The linear output layer is initialised so that the part of the output
     independent of ``z`` (the output bias, the mean main network) has
@@ -229,10 +231,21 @@ class HyperNetwork(WeightGenerator):
         ``eps`` (the log-variances of the Gaussian likelihood: drawn with the
         weights, single draws reached the clipping bound and their loss
         spikes dominated Adam's step sizes).
+    negative_slope : float, default=0.0
+        Slope of the hidden units for negative inputs: 0 is the paper's ReLU,
+        a small positive value a leaky ReLU, whose units cannot all switch
+        off for good.
     """
 
     def __init__(
-        self, shapes, noise_dim, hidden_layer_sizes, dropout, generator, shared_outputs=0
+        self,
+        shapes,
+        noise_dim,
+        hidden_layer_sizes,
+        dropout,
+        generator,
+        shared_outputs=0,
+        negative_slope=0.0,
     ):
         sizes = [noise_dim, *hidden_layer_sizes]
         super().__init__(shapes, code_size=sizes[-1] + 1)
@@ -240,6 +253,7 @@ class HyperNetwork(WeightGenerator):
         self.hidden_sizes = tuple(hidden_layer_sizes)
         self.dropout = dropout
         self.shared_outputs = shared_outputs
+        self.negative_slope = float(negative_slope)
         self.noise_scale_raw = nn.Parameter(torch.tensor(inverse_softplus(1.0)))
         self.hidden_weights = nn.ParameterList(
             nn.Parameter(_uniform((n_in, n_out), math.sqrt(6.0 / n_in), generator))
@@ -288,7 +302,9 @@ class HyperNetwork(WeightGenerator):
         hidden = weight_noise * F.softplus(self.noise_scale_raw)
         masks = self.dropout_masks(dropout_uniform)
         for index, (weight, bias) in enumerate(zip(self.hidden_weights, self.hidden_biases)):
-            hidden = torch.relu(torch.addmm(bias, hidden, weight))
+            hidden = torch.addmm(bias, hidden, weight)
+            slope = self.negative_slope
+            hidden = F.leaky_relu(hidden, slope) if slope else torch.relu(hidden)
             if masks is not None:
                 hidden = hidden * masks[index]
         return with_ones_column(hidden)
@@ -362,6 +378,7 @@ class StochasticMLP(nn.Module):
             "hidden_sizes": list(generator_.hidden_sizes),
             "dropout": float(generator_.dropout),
             "shared_outputs": int(generator_.shared_outputs),
+            "negative_slope": float(generator_.negative_slope),
             "parameters": {
                 name: tensor.detach().cpu().numpy().copy()
                 for name, tensor in self.state_dict().items()
@@ -385,6 +402,12 @@ class StochasticMLP(nn.Module):
                 "The saved network is inconsistent: its parameters do not have the shapes its "
                 f"architecture implies (expected {expected}, found {found})."
             )
+        negative_slope = arrays.get("negative_slope", 0.0)
+        if not (isinstance(negative_slope, numbers.Real) and 0 <= negative_slope < 1):
+            raise ValueError(
+                "The saved network is inconsistent: its hidden units' negative slope must be "
+                f"a number in [0, 1), got {negative_slope!r}."
+            )
         generator = torch.Generator()
         if arrays["hypernetwork"]:
             weights = HyperNetwork(
@@ -394,6 +417,7 @@ class StochasticMLP(nn.Module):
                 arrays["dropout"],
                 generator,
                 shared_outputs=arrays.get("shared_outputs", 0),
+                negative_slope=negative_slope,
             )
         else:
             weights = PointEstimate(shapes, generator)

@@ -289,6 +289,7 @@ class HyperNetClassifier(HyperNetworkFamily, _StochasticClassifier):
         noise_dim=10,
         hyper_hidden_layer_sizes=(100, 50),
         hyper_dropout=0.5,
+        hyper_activation="relu",
         kl_weight=0.0,
         input_noise=0.5,
         n_predict_samples=100,

@@ -139,6 +139,21 @@ def test_uci_harness_options_reach_the_model(tmp_path):
     }
 
 
+def test_uci_hyper_activation_reaches_the_hypernetworks_only(tmp_path):
+    write_uci_folder(tmp_path / "data")
+    results = tmp_path / "uci.jsonl"
+    argv = ["uci", "--data", str(tmp_path / "data"), "--splits", "1", "--results", str(results)]
+    main([*argv, "--hyper-activation", "leaky_relu", *TINY])
+    records = {r["method"]: r for r in read_records(results)}
+    assert "hyper_activation" not in records["SGD"]["settings"]
+    for method in ("HyperNet", "HyperNet-KL"):
+        settings = records[method]["settings"]
+        assert settings["hyper_activation"] == "leaky_relu"
+        assert build_model(method, settings).hyper_activation == "leaky_relu"
+    # The paper's activation leaves the records' keys as they were.
+    assert build_model("HyperNet", records["SGD"]["settings"]).hyper_activation == "relu"
+
+
 @pytest.mark.parametrize("method", ["SGD", "HyperNet", "HyperNet-KL"])
 def test_uci_protocol_trains_on_every_training_row(method):
     # The estimators hold out validation rows by default; the paper's protocol does not.

@@ -26,12 +26,25 @@ def test_contraction_order_rule():
 
 
 def build(
-    family, input_noise=0.5, hidden=(6, 4), dropout=0.5, shapes=SHAPES, shared_outputs=0, seed=0
+    family,
+    input_noise=0.5,
+    hidden=(6, 4),
+    dropout=0.5,
+    shapes=SHAPES,
+    shared_outputs=0,
+    seed=0,
+    negative_slope=0.0,
 ):
     generator = torch.Generator().manual_seed(seed)
     if family == "hyper":
         weights = HyperNetwork(
-            shapes, 3, list(hidden), dropout, generator, shared_outputs=shared_outputs
+            shapes,
+            3,
+            list(hidden),
+            dropout,
+            generator,
+            shared_outputs=shared_outputs,
+            negative_slope=negative_slope,
         )
     else:
         weights = PointEstimate(shapes, generator)
@@ -67,6 +80,17 @@ CASES = [
 @pytest.mark.parametrize("n", [1, 9])
 def test_hand_written_gradients_equal_autograd(family, input_noise, hidden, dropout, loss, n):
     check_gradients(build(family, input_noise, hidden, dropout), loss, n)
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("n", [1, 9])
+def test_hand_written_gradients_of_leaky_hidden_units_equal_autograd(loss, n):
+    # A slope far above hyper_activation's 0.01, so that a wrong one shows.
+    model = build("hyper", negative_slope=0.2)
+    check_gradients(model, loss, n)
+    # Some hidden units are below 0 for some rows: the slope is exercised.
+    codes = model.weight_generator.codes(torch.randn(50, 3), torch.empty(0))
+    assert torch.any(codes[:, :-1] < 0)
 
 
 @pytest.mark.parametrize("bias", [-20.0, 20.0])
@@ -105,7 +129,11 @@ def check_gradients(model, loss, n):
     optimizer = _engine.FlatOptimizer([model], 1e-3)
     with torch.no_grad():
         total = _engine.batch_gradients(
-            optimizer.values, optimizer.grads, loss, one_replica_batch(model, x, y, w, noise)
+            optimizer.values,
+            optimizer.grads,
+            loss,
+            one_replica_batch(model, x, y, w, noise),
+            negative_slope=model.weight_generator.negative_slope,
         )
     torch.testing.assert_close(total.mean() / n, mean_loss.detach())
     computed = [
@@ -165,9 +193,9 @@ def reference_kl(model, weight_noise):
     return total
 
 
-@pytest.mark.parametrize("shared_outputs", [0, 1])
-def test_kl_gradients_equal_autograd(shared_outputs):
-    model = build("hyper", shared_outputs=shared_outputs)
+@pytest.mark.parametrize("shared_outputs, negative_slope", [(0, 0.0), (1, 0.0), (0, 0.2)])
+def test_kl_gradients_equal_autograd(shared_outputs, negative_slope):
+    model = build("hyper", shared_outputs=shared_outputs, negative_slope=negative_slope)
     weight_noise = torch.randn(16, 3, generator=torch.Generator().manual_seed(3))
     reference_kl(model, weight_noise).backward()
     expected = [p.grad.clone() for p in _engine.Parameters.of(model).tensors()[1:]]
@@ -180,6 +208,7 @@ def test_kl_gradients_equal_autograd(shared_outputs):
             weight_noise[None],
             torch.full((1, 1, 1), 0.5),
             shared_outputs,
+            negative_slope,
         )
     torch.testing.assert_close(value[0], reference_kl(model, weight_noise).detach())
     # The first tensor is the input-noise scale, which the KL term leaves alone.
@@ -253,6 +282,7 @@ EPOCH_CASES = [
     ("hyper", _engine.GAUSSIAN_NLL, 0.0),
     ("hyper", _engine.SQUARED_ERROR, 0.5),
     ("hyper", _engine.GAUSSIAN_NLL, 0.5),
+    ("hyper-leaky", _engine.SQUARED_ERROR, 0.5),
     ("point", _engine.SQUARED_ERROR, 0.0),
     ("point", _engine.CROSS_ENTROPY, 0.0),
     ("point", _engine.GAUSSIAN_NLL, 0.0),
@@ -275,7 +305,10 @@ def test_training_epochs_equal_autograd_and_torch_adam(
     monkeypatch.setattr(_engine, "KL_REFRESH_STEPS", kl_refresh)
     # With the Gaussian likelihood the log-variance output is weight-independent.
     shared = 1 if loss == _engine.GAUSSIAN_NLL and family == "hyper" else 0
-    model = build(family, shared_outputs=shared)
+    if family == "hyper-leaky":
+        model = build("hyper", negative_slope=0.2)
+    else:
+        model = build(family, shared_outputs=shared)
     reference = copy.deepcopy(model)
     masks = matching_masks(model, reference, model.weight_generator.frozen_masks())
     assert bool(masks) == bool(shared)

@@ -38,6 +38,7 @@ CHANGES = [
     ("noise_dim", 3),
     ("hyper_hidden_layer_sizes", (10,)),
     ("hyper_dropout", 0.1),
+    ("hyper_activation", "leaky_relu"),
     ("input_noise", 0.0),
     ("loss", "gaussian_nll"),
 ]

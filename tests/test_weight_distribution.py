@@ -6,11 +6,13 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 from sklearn.datasets import load_diabetes
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.preprocessing import StandardScaler
 
-from skhypernet import HyperNetClassifier, HyperNetRegressor, SGDBaseline
+from skhypernet import HyperNetClassifier, HyperNetRegressor, SGDBaseline, _engine
+from skhypernet._model import StochasticMLP
 from skhypernet.regression import held_out_noise_variance
 
 
@@ -81,6 +83,67 @@ def test_kl_weight_works_for_the_classifier_and_survives_pickling():
     restored = pickle.loads(pickle.dumps(model))
     np.testing.assert_array_equal(restored.predict_proba(X), model.predict_proba(X))
     assert restored.weight_collapse_step_ == model.weight_collapse_step_
+
+
+@pytest.mark.parametrize("activation, revives", [("relu", False), ("leaky_relu", True)])
+def test_leaky_hidden_units_switched_off_still_feel_the_kl_term(activation, revives):
+    # Every unit of the hypernetwork's last hidden layer off for every draw:
+    # the weights stop varying, the KL term asks for spread, and only leaky
+    # units pass that on to the layers before them.
+    X, y = sine(n=40)
+    model = fit_quietly(
+        HyperNetRegressor(hyper_activation=activation, max_iter=1, random_state=0), X, y
+    )
+    network = model.network_
+    with torch.no_grad():
+        network.weight_generator.hidden_biases[-1].fill_(-1e3)
+    optimizer = _engine.FlatOptimizer([network], 1e-3)
+    generator = network.weight_generator
+    with torch.no_grad():
+        _engine.kl_gradients(
+            optimizer.values,
+            optimizer.grads,
+            torch.randn(1, 32, generator.noise_dim, generator=torch.Generator().manual_seed(0)),
+            torch.ones(1, 1, 1),
+            0,
+            generator.negative_slope,
+        )
+    grad_last_hidden = optimizer.grads.hidden_weights[-1]
+    assert bool(torch.count_nonzero(grad_last_hidden)) == revives
+
+
+def test_leaky_hidden_units_survive_pickle_and_skops(tmp_path):
+    sio = pytest.importorskip("skops.io")
+    from skhypernet import SKOPS_TRUSTED_TYPES
+
+    X, y = sine(n=60)
+    model = fit_quietly(
+        HyperNetRegressor(hyper_activation="leaky_relu", max_iter=3, random_state=0), X, y
+    )
+    assert model.network_.weight_generator.negative_slope == 0.01
+    sio.dump(model, tmp_path / "model.skops")
+    for restored in (
+        pickle.loads(pickle.dumps(model)),
+        sio.load(tmp_path / "model.skops", trusted=SKOPS_TRUSTED_TYPES),
+    ):
+        assert restored.network_.weight_generator.negative_slope == 0.01
+        np.testing.assert_array_equal(
+            restored.predict(X, return_std=True), model.predict(X, return_std=True)
+        )
+    # The leaky units are what prediction uses: ReLU units give other outputs.
+    relu = pickle.loads(pickle.dumps(model))
+    relu.network_.weight_generator.negative_slope = 0.0
+    assert not np.array_equal(relu.predict(X), model.predict(X))
+
+
+@pytest.mark.parametrize("slope", [-0.1, 1.0, float("nan"), "0.01"])
+def test_a_saved_network_with_an_impossible_slope_is_refused(slope):
+    X, y = sine(n=40)
+    model = fit_quietly(HyperNetRegressor(max_iter=1, random_state=0), X, y)
+    arrays = model.network_.to_arrays()
+    arrays["negative_slope"] = slope
+    with pytest.raises(ValueError, match="negative slope must be a number in"):
+        StochasticMLP.from_arrays(arrays)
 
 
 @pytest.mark.parametrize("cls", [HyperNetRegressor, SGDBaseline])
