@@ -234,7 +234,7 @@ def reference_epoch(
     order = torch.randperm(n_samples, generator=generator)
     noise = model.draw_noise(n_samples, X.shape[1], generator)
     n_steps = -(-n_samples // batch_size)
-    refresh = _engine.KL_REFRESH_STEPS
+    refresh = _engine.epochs.KL_REFRESH_STEPS
     n_refreshes = -(-n_steps // refresh)
     if kl_weight:
         kl_noise = torch.randn((n_refreshes, _engine.KL_SAMPLES, 3), generator=generator)
@@ -302,7 +302,7 @@ EPOCH_REFRESH_CASES = [
 def test_training_epochs_equal_autograd_and_torch_adam(
     family, loss, kl_weight, kl_refresh, monkeypatch
 ):
-    monkeypatch.setattr(_engine, "KL_REFRESH_STEPS", kl_refresh)
+    monkeypatch.setattr(_engine.epochs, "KL_REFRESH_STEPS", kl_refresh)
     # With the Gaussian likelihood the log-variance output is weight-independent.
     shared = 1 if loss == _engine.GAUSSIAN_NLL and family == "hyper" else 0
     if family == "hyper-leaky":
@@ -339,14 +339,14 @@ def test_training_epochs_equal_autograd_and_torch_adam(
 @pytest.mark.parametrize("n_steps, chunk_steps, refresh", [(5, 5, 8), (23, 4, 3), (23, 6, 1)])
 def test_kl_refresh_steps_of_chunks_make_up_the_epoch(n_steps, chunk_steps, refresh, monkeypatch):
     # The engine draws an epoch's noise in chunks of whole batches.
-    monkeypatch.setattr(_engine, "KL_REFRESH_STEPS", refresh)
+    monkeypatch.setattr(_engine.epochs, "KL_REFRESH_STEPS", refresh)
     seen = []
     for first in range(0, n_steps, chunk_steps):
-        steps = _engine.refresh_steps(first, min(chunk_steps, n_steps - first))
+        steps = _engine.epochs.refresh_steps(first, min(chunk_steps, n_steps - first))
         assert list(steps.values()) == list(range(len(steps)))
         seen += [first + step for step in steps]
     assert seen == list(range(0, n_steps, refresh))
-    assert len(_engine.refresh_steps(0, n_steps)) == len(seen)
+    assert len(_engine.epochs.refresh_steps(0, n_steps)) == len(seen)
 
 
 def matching_masks(model, reference, masks):
@@ -488,7 +488,7 @@ def test_no_private_torch_api():
     import pathlib
     import re
 
-    package = pathlib.Path(_engine.__file__).parent
+    package = pathlib.Path(_engine.__file__).parents[1]
     private = re.compile(r"\btorch(\.\w+)*\._(?!_)\w")
     uses = [
         f"{path.name}: {line.strip()}"
@@ -507,7 +507,7 @@ def test_adam_runs_without_a_fused_kernel(monkeypatch):
     data = _engine.TrainingData.single(x, y, w, _engine.SQUARED_ERROR)
     results = []
     for fused, network in ((True, model), (False, reference)):
-        monkeypatch.setitem(_engine._fused_adam, "cpu", fused)
+        monkeypatch.setitem(_engine.optimizer._fused_adam, "cpu", fused)
         optimizer = _engine.FlatOptimizer([network], 1e-2)
         with torch.no_grad():
             _engine.run_epoch(

@@ -116,7 +116,7 @@ def test_an_error_that_mentions_keyboardinterrupt_is_not_taken_for_ctrl_c(monkey
     def failing(*args):
         raise RuntimeError("KeyboardInterrupt: not a Ctrl-C")
 
-    monkeypatch.setattr(_engine, "kl_scale", failing)
+    monkeypatch.setattr(_engine.loop, "kl_scale", failing)
     X, y = make_regression(n_samples=50, n_features=3, random_state=0)
     with pytest.raises(RuntimeError, match="not a Ctrl-C"):
         HyperNetRegressor(max_iter=2).fit(X, y)
