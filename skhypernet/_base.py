@@ -23,6 +23,13 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 
 from . import _engine
 from ._model import HyperNetwork, PointEstimate, StochasticMLP, layer_shapes, weight_spread
+from ._warnings import (
+    interrupts_deferred,
+    warn_diverged,
+    warn_if_far_above,
+    warn_interrupted,
+    warn_not_converged,
+)
 
 _SEED_HIGH = np.iinfo(np.int32).max
 #: The paper switches to batches of 512 above 5,000 points in a data set; its
@@ -412,7 +419,7 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
 
     def _publish_ensemble(self, members):
         """The fitted attributes of an ensemble, from its trained members."""
-        with _engine.interrupts_deferred():
+        with interrupts_deferred():
             self.estimators_ = members
             self._early_stopping = members[0]._early_stopping
             histories = [member._history for member in members]
@@ -562,17 +569,15 @@ class BaseStochasticNetwork(BaseEstimator, metaclass=ABCMeta):
         """
         # The fitted attributes are written together: a Ctrl-C in between would
         # leave some of them from an earlier fit.
-        with _engine.interrupts_deferred():
+        with interrupts_deferred():
             self._optimizer_state = optimizer_state
             self._publish_fitted_attributes()
             self._after_training()
         stacklevel = 3 + caller_depth
-        _engine.warn_if_far_above(
-            self._history.last_output_losses, self._reference_loss(), stacklevel
-        )
+        warn_if_far_above(self._history.last_output_losses, self._reference_loss(), stacklevel)
         # The automatic budget is meant to be spent: reaching it is no news.
         if not (stopped or training.incremental or self.max_iter == "auto"):
-            _engine.warn_not_converged(training.settings["max_epochs"], stacklevel)
+            warn_not_converged(training.settings["max_epochs"], stacklevel)
 
     def _uses_early_stopping(self, targets, incremental):
         """Whether this call holds out validation rows (see ``early_stopping``)."""
@@ -848,20 +853,33 @@ def _run_lockstep(estimators, trainings, caller_depth, on_epoch_end=None):
     optimizer = estimators[0]._optimizer(
         networks, [estimator._optimizer_state for estimator in estimators]
     )
-    stopped = _engine.train(
+    settings = dict(trainings[0].settings)
+    hooks = _engine.standard_hooks(
+        max_epochs=settings["max_epochs"],
+        tol=settings.pop("tol"),
+        n_iter_no_change=settings.pop("n_iter_no_change"),
+        validation_scores=[t.validation_score for t in trainings],
+        verbose=settings.pop("verbose"),
+        on_epoch_end=on_epoch_end,
+    )
+    end = _engine.train(
         networks,
         optimizer,
         data,
         [estimator._history for estimator in estimators],
         generators=[estimator._generator for estimator in estimators],
-        validation_scores=[t.validation_score for t in trainings],
-        on_epoch_end=on_epoch_end,
-        stacklevel=3 + caller_depth,
-        **trainings[0].settings,
+        hooks=hooks,
+        **settings,
     )
+    stacklevel = 3 + caller_depth
+    for diverged in end.diverged:
+        if diverged is not None:
+            warn_diverged(*diverged, stacklevel)
+    if end.interrupted:
+        warn_interrupted(end.epochs, stacklevel)
     for replica, (estimator, training) in enumerate(zip(estimators, trainings)):
         estimator._finish_training(
-            training, optimizer.replica_state(replica), stopped[replica], caller_depth + 1
+            training, optimizer.replica_state(replica), end.stopped[replica], caller_depth + 1
         )
 
 

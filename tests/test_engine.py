@@ -5,7 +5,6 @@ import copy
 import numpy as np
 import pytest
 import torch
-from sklearn.exceptions import ConvergenceWarning
 
 from skhypernet import _engine
 from skhypernet._model import HyperNetwork, PointEstimate, StochasticMLP, layer_shapes
@@ -445,17 +444,25 @@ def test_lockstep_replica_that_diverges_leaves_the_others_alone():
         *(torch.stack(parts) for parts in zip(*batches)), _engine.SQUARED_ERROR
     )
     histories = [_engine.TrainingHistory(), _engine.TrainingHistory()]
-    settings = dict(max_epochs=3, batch_size=8, shuffle=True, tol=0.0, n_iter_no_change=np.inf)
-    with pytest.warns(ConvergenceWarning, match="diverged in epoch 1"):
-        stopped = _engine.train(
-            together,
-            _engine.FlatOptimizer(together, 1e-2),
-            data,
-            histories,
-            generators=[torch.Generator().manual_seed(s) for s in (5, 6)],
-            **settings,
+    settings = dict(max_epochs=3, batch_size=8, shuffle=True)
+
+    def hooks():
+        return _engine.standard_hooks(
+            max_epochs=3, tol=0.0, n_iter_no_change=np.inf, validation_scores=[None, None]
         )
-    assert stopped == [False, True]
+
+    end = _engine.train(
+        together,
+        _engine.FlatOptimizer(together, 1e-2),
+        data,
+        histories,
+        generators=[torch.Generator().manual_seed(s) for s in (5, 6)],
+        hooks=hooks(),
+        **settings,
+    )
+    assert end.stopped == [False, True]
+    assert end.diverged[0] is None and end.diverged[1][0] == 1
+    assert not end.interrupted
     assert histories[0].n_iter == 3 and histories[1].n_iter == 0
     for name, value in together[1].state_dict().items():
         torch.testing.assert_close(value, initial[name])
@@ -466,6 +473,7 @@ def test_lockstep_replica_that_diverges_leaves_the_others_alone():
         single,
         [_engine.TrainingHistory()],
         generators=[torch.Generator().manual_seed(5)],
+        hooks=hooks(),
         **settings,
     )
     for got, want in zip(together[0].parameters(), alone[0].parameters()):
@@ -547,8 +555,6 @@ def test_denormal_moments_are_flushed_after_every_epoch(monkeypatch):
         max_epochs=3,
         batch_size=8,
         shuffle=False,
-        tol=0.0,
-        n_iter_no_change=np.inf,
         generators=[torch.Generator().manual_seed(0)],
     )
     assert calls == [optimizer] * 3
@@ -580,3 +586,36 @@ def test_small_steps_run_on_one_thread_and_the_count_is_restored():
             assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(previous)
+
+
+def test_a_hook_sees_every_epoch_and_can_stop_a_replica():
+    class StopAfterTwo(_engine.Hook):
+        def __init__(self):
+            self.seen = []
+
+        def replica_epoch_end(self, run, replica):
+            self.seen.append((run.epoch, replica, run.histories[replica].n_iter))
+            if run.histories[replica].n_iter == 2:
+                run.stopped[replica] = True
+
+    model = build("hyper")
+    x, y, w = batch(40, _engine.SQUARED_ERROR)
+    history = _engine.TrainingHistory()
+    hooks = _engine.standard_hooks(
+        max_epochs=5, tol=0.0, n_iter_no_change=np.inf, validation_scores=[None]
+    )
+    stop = StopAfterTwo()
+    end = _engine.train(
+        [model],
+        _engine.FlatOptimizer([model], 1e-3),
+        _engine.TrainingData.single(x, y, w, _engine.SQUARED_ERROR),
+        [history],
+        max_epochs=5,
+        batch_size=8,
+        shuffle=True,
+        generators=[torch.Generator().manual_seed(0)],
+        hooks=[*hooks, stop],
+    )
+    # After the history has recorded the epoch; nothing runs once it stopped.
+    assert stop.seen == [(0, 0, 1), (1, 0, 2)]
+    assert end.stopped == [True] and history.n_iter == 2 and end.epochs == 2

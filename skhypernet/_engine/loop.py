@@ -1,22 +1,17 @@
-"""The training loop: epochs, stopping, divergence rollback and progress."""
+"""The training loop: epochs, then hooks for divergence rollback, the
+history, diagnostics, stopping and progress."""
 
 import copy
 import math
 import sys
 import time
-import warnings
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
-from sklearn.exceptions import ConvergenceWarning
 
 from .epochs import run_epoch
-from .runtime import (
-    USER_STACKLEVEL,
-    flushed_denormals,
-    interrupts_collected,
-    step_flops,
-    threads_for,
-)
+from .runtime import flushed_denormals, interrupts_collected, step_flops, threads_for
 
 
 def kl_scale(loss, history):
@@ -29,6 +24,195 @@ def kl_scale(loss, history):
     return loss.kl_scale(history.last_output_losses)
 
 
+class TrainingEnd(NamedTuple):
+    """How a run of :func:`train` ended, per replica.
+
+    ``stopped``: the stopping rule or a divergence ended its training before
+    ``max_epochs``.  ``diverged``: ``(epoch, loss)`` of the epoch in which its
+    parameters or loss stopped being finite (then rolled back), or None.
+    ``interrupted``: Ctrl-C ended the run after ``epochs`` finished epochs
+    (the first replica's count).
+    """
+
+    stopped: list
+    diverged: list
+    interrupted: bool
+    epochs: int
+
+
+@dataclass
+class TrainingRun:
+    """The state of one run of :func:`train` that its hooks read and change."""
+
+    models: list
+    optimizer: object
+    data: object
+    histories: list
+    stopped: list
+    diverged: list
+    #: The last finished epoch's parameters while an epoch runs (for rollback).
+    snapshot: torch.Tensor | None = None
+    epoch: int = 0
+    #: Of the epoch just run: each replica's loss (data and KL terms), its
+    #: per-output data loss, the number of steps, whether its parameters are
+    #: finite; which replicas recorded it, their validation scores, and what
+    #: the stopping rule says.
+    losses: list = field(default_factory=list)
+    output_losses: torch.Tensor | None = None
+    n_steps: int = 0
+    finite: list = field(default_factory=list)
+    recorded: list = field(default_factory=list)
+    scores: dict = field(default_factory=dict)
+    messages: list = field(default_factory=list)
+
+
+class Hook:
+    """Something :func:`train` does after every epoch (skorch's callbacks).
+
+    ``replica_epoch_end`` runs for each replica still training, hook after
+    hook; a hook that stops the replica (``run.stopped[replica] = True``)
+    ends that replica's epoch before the later hooks.  ``epoch_end`` runs
+    once all replicas are done, ``train_end`` once the run is over (also
+    after Ctrl-C).
+    """
+
+    def replica_epoch_end(self, run, replica):
+        pass
+
+    def epoch_end(self, run):
+        pass
+
+    def train_end(self, run):
+        pass
+
+
+class DivergenceRollback(Hook):
+    """A replica whose loss or parameters stopped being finite gets the
+    parameters of the epoch before back, a fresh Adam state, and stops."""
+
+    def replica_epoch_end(self, run, replica):
+        loss = run.losses[replica]
+        if math.isfinite(loss) and run.finite[replica]:
+            return
+        run.optimizer.restore(
+            run.snapshot,
+            reset_moments=True,
+            replica=replica if len(run.models) > 1 else None,
+        )
+        run.diverged[replica] = (run.histories[replica].n_iter + 1, loss)
+        run.stopped[replica] = True
+
+
+class HistoryRecord(Hook):
+    """The epoch's loss and validation score enter the replica's history; at
+    the end, a replica with validation scores gets its best epoch's
+    parameters back."""
+
+    def __init__(self, validation_scores, tol):
+        self.validation_scores, self.tol = validation_scores, tol
+
+    def replica_epoch_end(self, run, replica):
+        validation_score = self.validation_scores[replica]
+        score = validation_score() if validation_score is not None else None
+        history = run.histories[replica]
+        history.n_samples_seen += run.data.n_samples
+        history.n_steps += run.n_steps
+        history.last_output_losses = run.output_losses[replica].tolist()
+        history.record(run.losses[replica], score, self.tol, run.models[replica])
+        run.recorded.append(replica)
+        if score is not None:
+            run.scores[replica] = score
+
+    def train_end(self, run):
+        for model, history, score in zip(run.models, run.histories, self.validation_scores):
+            if score is not None and history.best_state is not None:
+                model.load_state_dict(history.best_state)
+
+
+class WeightDiffusion(Hook):
+    """The spread of the generated weights (Figure 2), where the history asks for it."""
+
+    def replica_epoch_end(self, run, replica):
+        history = run.histories[replica]
+        if history.diffusion_noise is not None:
+            generator = run.models[replica].weight_generator
+            history.weight_diffusion.append(generator.diffusion(history.diffusion_noise))
+            history.diffusion_steps.append(history.n_steps)
+
+
+class StoppingRule(Hook):
+    """scikit-learn's MLP rule: stop after more than ``n_iter_no_change``
+    epochs without an improvement of ``tol``."""
+
+    def __init__(self, tol, n_iter_no_change):
+        self.tol, self.n_iter_no_change = tol, n_iter_no_change
+
+    def replica_epoch_end(self, run, replica):
+        history = run.histories[replica]
+        if history.no_improvement_count > self.n_iter_no_change:
+            run.stopped[replica] = True
+            measure = "Validation score" if replica in run.scores else "Training loss"
+            run.messages.append(
+                f"{measure} did not improve more than tol={self.tol:f} for "
+                f"{self.n_iter_no_change} consecutive epochs. Stopping."
+            )
+
+
+class EpochCallback(Hook):
+    """``callback(recorded)`` after every epoch that some replica recorded."""
+
+    def __init__(self, callback):
+        self.callback = callback
+
+    def epoch_end(self, run):
+        if run.recorded:
+            self.callback(run.recorded)
+
+
+class Progress(Hook):
+    """A line per epoch (verbose=1) or a live bar (verbose>=2), and why replicas stopped."""
+
+    def __init__(self, verbose, max_epochs):
+        self.verbose, self.max_epochs = verbose, max_epochs
+        self.start_time = time.perf_counter()
+
+    def epoch_end(self, run):
+        recorded = [run.losses[replica] for replica in run.recorded]
+        if recorded:
+            report_epoch(
+                self.verbose,
+                run.epoch,
+                self.max_epochs,
+                run.histories[0].n_iter,
+                sum(recorded) / len(recorded),
+                sum(run.scores.values()) / len(run.scores) if run.scores else None,
+                time.perf_counter() - self.start_time,
+            )
+        if run.messages and self.verbose > 1:
+            sys.stderr.write("\n")
+        for message in run.messages:
+            print(message)
+
+
+def standard_hooks(
+    *, max_epochs, tol, n_iter_no_change, validation_scores, verbose=0, on_epoch_end=None
+):
+    """The hooks of an estimator's fit, in order: divergence rollback, the
+    history, the weight diffusion, the stopping rule, ``on_epoch_end``
+    (called with the replicas that recorded the epoch) and progress."""
+    hooks = [
+        DivergenceRollback(),
+        HistoryRecord(validation_scores, tol),
+        WeightDiffusion(),
+        StoppingRule(tol, n_iter_no_change),
+    ]
+    if on_epoch_end is not None:
+        hooks.append(EpochCallback(on_epoch_end))
+    if verbose:
+        hooks.append(Progress(verbose, max_epochs))
+    return hooks
+
+
 def train(
     models,
     optimizer,
@@ -38,193 +222,94 @@ def train(
     max_epochs,
     batch_size,
     shuffle,
-    tol,
-    n_iter_no_change,
     generators,
-    validation_scores=None,
-    verbose=0,
+    hooks=(),
     kl_weight=0.0,
-    on_epoch_end=None,
-    stacklevel=USER_STACKLEVEL,
 ):
-    """Run up to ``max_epochs`` epochs, stopping as scikit-learn's MLP does.
+    """Run up to ``max_epochs`` epochs of R models of one architecture in
+    lockstep (an estimator's fit is R = 1), with ``hooks`` after each.
 
-    Trains R models of one architecture in lockstep (an estimator's fit is
-    R = 1): each keeps its own history, stopping rule and randomness, and
-    ends with the parameters it would have had trained alone, up to the
-    rounding of batched products.
-
-    Parameters
-    ----------
-    models : list of StochasticMLP
-        Trained in place.
-    optimizer : FlatOptimizer
-        Over ``models``.
-    data : TrainingData
-    histories : list of TrainingHistory
-        Updated in place, one per model.
-    max_epochs : int
-        Epochs to run at most; 1 for ``partial_fit``.
-    batch_size : int
-    shuffle : bool
-    tol : float
-    n_iter_no_change : int or inf
-        A model stops when its loss (or validation score) has not improved
-        by ``tol`` for more than this many consecutive epochs.
-    generators : list of torch.Generator
-        Each model's source of all randomness: batch order, weight and input
-        noise, dropout.
-    validation_scores : list of callable or None, optional
-        Called after every epoch; each returns its model's score to
-        maximise.  A model with one gets the parameters of its best score
-        back at the end.
-    verbose : int
-    kl_weight : float
-        Weight of the KL term of the weight distribution, relative to a
-        variational objective (see :func:`kl_scale`); the recorded loss
-        includes the term.
-    on_epoch_end : callable, optional
-        Called after every epoch with the indices of the models that
-        recorded it (those still training), for diagnostics over all models.
-    stacklevel : int
-        Stack level of the warnings issued here, counted from this function:
-        where the caller's caller sits that should see them.
-
-    Returns
-    -------
-    stopped : list of bool
-        Whether each model's stopping rule ended its training before
-        ``max_epochs``.
+    Each model keeps its own history, stopping rule and randomness
+    (``generators``: batch order, weight and input noise, dropout), and ends
+    with the parameters it would have had trained alone, up to the rounding
+    of batched products; a model with a kept best state (validation scores)
+    gets it back at the end.  ``kl_weight`` weighs the KL term relative to a
+    variational objective (see :func:`kl_scale`); the recorded loss includes
+    it.  Returns a :class:`TrainingEnd`.
     """
     n_replicas = len(models)
-    validation_scores = validation_scores or [None] * n_replicas
-    start_time = time.perf_counter()
-    stopped = [False] * n_replicas
+    run = TrainingRun(
+        models, optimizer, data, histories, [False] * n_replicas, [None] * n_replicas
+    )
     # The parameters of models that stopped while others went on.
     final_states = [None] * n_replicas
-    snapshot = None
+    work = n_replicas * step_flops(models[0], batch_size)
+    interrupted_run = False
     try:
-        work = n_replicas * step_flops(models[0], batch_size)
         with (
             flushed_denormals(),
             threads_for(work, optimizer.flat.numel()),
             torch.no_grad(),
             interrupts_collected() as interrupted,
         ):
-            for epoch in range(max_epochs):
+            for run.epoch in range(max_epochs):
                 if interrupted:
                     raise KeyboardInterrupt
-                # The last finished epoch's parameters, kept for divergence and Ctrl-C.
-                snapshot = optimizer.snapshot()
-                epoch_kl_weights = [kl_weight * kl_scale(data.loss, h) for h in histories]
-                output_losses, kls, n_steps = run_epoch(
-                    models,
-                    optimizer,
-                    data,
-                    batch_size,
-                    shuffle,
-                    generators,
-                    epoch_kl_weights,
-                    interrupted,
+                run.snapshot = optimizer.snapshot()
+                run_hooked_epoch(
+                    run, hooks, batch_size, shuffle, generators, kl_weight, interrupted
                 )
-                optimizer.flush_denormals()
-                # A last update can make parameters NaN while the epoch's loss
-                # was finite: that epoch diverged too.
-                finite = optimizer.finite_replicas()
-                losses, scores, messages, recorded = [], [], [], []
-                for replica, (model, history) in enumerate(zip(models, histories)):
-                    if stopped[replica]:
-                        continue
-                    loss = float(output_losses[replica].mean())
-                    loss += epoch_kl_weights[replica] * kls[replica] / data.n_samples
-                    if not (math.isfinite(loss) and finite[replica]):
-                        optimizer.restore(
-                            snapshot,
-                            reset_moments=True,
-                            replica=replica if n_replicas > 1 else None,
-                        )
-                        warn_diverged(history.n_iter + 1, loss, stacklevel + 1)
-                        stopped[replica] = True
-                        continue
-                    validation_score = validation_scores[replica]
-                    score = validation_score() if validation_score is not None else None
-                    history.n_samples_seen += data.n_samples
-                    history.n_steps += n_steps
-                    history.last_output_losses = output_losses[replica].tolist()
-                    history.record(loss, score, tol, model)
-                    if history.diffusion_noise is not None:
-                        history.weight_diffusion.append(
-                            model.weight_generator.diffusion(history.diffusion_noise)
-                        )
-                        history.diffusion_steps.append(history.n_steps)
-                    losses.append(loss)
-                    recorded.append(replica)
-                    if score is not None:
-                        scores.append(score)
-                    if history.no_improvement_count > n_iter_no_change:
-                        stopped[replica] = True
-                        measure = "Validation score" if score is not None else "Training loss"
-                        messages.append(
-                            f"{measure} did not improve more than tol={tol:f} for "
-                            f"{n_iter_no_change} consecutive epochs. Stopping."
-                        )
-                snapshot = None  # the epoch is finished: nothing to roll back
-                if on_epoch_end is not None and recorded:
-                    on_epoch_end(recorded)
-                if verbose and losses:
-                    report_epoch(
-                        verbose,
-                        epoch,
-                        max_epochs,
-                        histories[0].n_iter,
-                        sum(losses) / len(losses),
-                        sum(scores) / len(scores) if scores else None,
-                        time.perf_counter() - start_time,
-                    )
-                if messages and verbose > 1:
-                    sys.stderr.write("\n")
-                if verbose:
-                    for message in messages:
-                        print(message)
-                if all(stopped):
+                run.snapshot = None  # the epoch is finished: nothing to roll back
+                if all(run.stopped):
                     break
                 for replica, model in enumerate(models):
-                    if stopped[replica] and final_states[replica] is None:
+                    if run.stopped[replica] and final_states[replica] is None:
                         final_states[replica] = copy.deepcopy(model.state_dict())
             if interrupted:
                 raise KeyboardInterrupt
     except KeyboardInterrupt:
-        if snapshot is not None:
+        if run.snapshot is not None:
             with torch.no_grad():
-                optimizer.restore(snapshot, reset_moments=False)
-        warnings.warn(
-            "Training interrupted by user: the model keeps the parameters of the last "
-            f"finished epoch ({histories[0].n_iter} in all).",
-            stacklevel=stacklevel,
-        )
-        stopped = [True] * n_replicas
-    for model, history, validation_score, state in zip(
-        models, histories, validation_scores, final_states
-    ):
-        if validation_score is not None and history.best_state is not None:
-            model.load_state_dict(history.best_state)
-        elif state is not None:
+                optimizer.restore(run.snapshot, reset_moments=False)
+        interrupted_run = True
+        run.stopped = [True] * n_replicas
+    for model, state in zip(models, final_states):
+        if state is not None:
             model.load_state_dict(state)
-    return stopped
+    for hook in hooks:
+        hook.train_end(run)
+    return TrainingEnd(run.stopped, run.diverged, interrupted_run, histories[0].n_iter)
 
 
-def warn_diverged(epoch, loss, stacklevel):
-    if math.isfinite(loss):
-        became = "some parameters stopped being finite"
-    else:
-        became = f"the loss became {loss}"
-    warnings.warn(
-        f"Training diverged in epoch {epoch}: {became}. The parameters "
-        "from before that epoch are kept and the optimiser's state is reset. Lower "
-        "learning_rate_init, or scale X and y (for example with StandardScaler).",
-        ConvergenceWarning,
-        stacklevel=stacklevel,
+def run_hooked_epoch(run, hooks, batch_size, shuffle, generators, kl_weight, interrupted):
+    """One epoch of every replica still training, then the hooks."""
+    kl_weights = [kl_weight * kl_scale(run.data.loss, h) for h in run.histories]
+    run.output_losses, kls, run.n_steps = run_epoch(
+        run.models,
+        run.optimizer,
+        run.data,
+        batch_size,
+        shuffle,
+        generators,
+        kl_weights,
+        interrupted,
     )
+    run.optimizer.flush_denormals()
+    # A last update can make parameters NaN while the epoch's loss was finite:
+    # that epoch diverged too.
+    run.finite = run.optimizer.finite_replicas()
+    run.losses = [
+        float(losses.mean()) + weight * kl / run.data.n_samples
+        for losses, weight, kl in zip(run.output_losses, kl_weights, kls)
+    ]
+    run.recorded, run.scores, run.messages = [], {}, []
+    for replica in range(len(run.models)):
+        for hook in hooks:
+            if run.stopped[replica]:
+                break
+            hook.replica_epoch_end(run, replica)
+    for hook in hooks:
+        hook.epoch_end(run)
 
 
 def report_epoch(verbose, epoch, max_epochs, n_iter, loss, score, elapsed):
@@ -243,36 +328,3 @@ def report_epoch(verbose, epoch, max_epochs, n_iter, loss, score, elapsed):
     end = "\n" if done == max_epochs else ""
     sys.stderr.write(f"\r[{bar}] {done}/{max_epochs} {message}, ETA {remaining:.0f}s{end}")
     sys.stderr.flush()
-
-
-#: A last epoch's loss this many times that of a model ignoring X is a failed fit.
-FAILED_FIT_FACTOR = 10.0
-
-
-def warn_if_far_above(output_losses, reference, stacklevel=USER_STACKLEVEL):
-    """Warn when the last epoch's mean loss is far above ``reference``.
-
-    Training can run away without any loss becoming inf or NaN (a huge
-    learning rate); its predictions are then finite but meaningless.
-    """
-    if not output_losses:
-        return
-    loss = sum(output_losses) / len(output_losses)
-    if loss > FAILED_FIT_FACTOR * max(reference, 1e-12):
-        warnings.warn(
-            f"The last epoch's training loss, {loss:.3g}, is more than "
-            f"{FAILED_FIT_FACTOR:g} times that of a model that ignores X ({reference:.3g}): "
-            "training has not found a useful fit and its predictions are not to be trusted. "
-            "Lower learning_rate_init, or scale X and y (for example with StandardScaler).",
-            ConvergenceWarning,
-            stacklevel=stacklevel,
-        )
-
-
-def warn_not_converged(max_epochs, stacklevel=USER_STACKLEVEL):
-    warnings.warn(
-        f"Stochastic optimizer: maximum iterations ({max_epochs}) reached and the "
-        "optimization hasn't converged yet.",
-        ConvergenceWarning,
-        stacklevel=stacklevel,
-    )

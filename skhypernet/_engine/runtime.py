@@ -3,7 +3,6 @@
 import contextlib
 import signal
 import threading
-import warnings
 
 import torch
 
@@ -15,10 +14,6 @@ SINGLE_THREAD_FLOPS = 10e6
 #: UCI hypernetwork (890,000 parameters) took 177 us on two threads, 300 on one; from
 #: two replicas (89,000) on, two threads were faster.
 SINGLE_THREAD_PARAMETERS = 80_000
-#: Warnings point at the user's call: warn <- train, warn_not_converged or
-#: warn_if_far_above <- the estimator's ``_fit`` <- ``fit`` or ``partial_fit``
-#: <- the user's code.
-USER_STACKLEVEL = 4
 
 
 def step_flops(model, batch_size):
@@ -70,21 +65,6 @@ def interrupts_collected():
         yield received
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
-
-
-@contextlib.contextmanager
-def interrupts_deferred():
-    """Hold back Ctrl-C until the block has finished, then warn that it came.
-
-    The block is short bookkeeping that must run whole.
-    """
-    with interrupts_collected() as received:
-        yield
-    if received:
-        warnings.warn(
-            "Interrupted by user after training: the fitted model is complete.",
-            stacklevel=USER_STACKLEVEL,
-        )
 
 
 @contextlib.contextmanager
