@@ -46,9 +46,43 @@ def _uniform(shape, bound, generator):
     return torch.empty(shape).uniform_(-bound, bound, generator=generator)
 
 
-def with_ones_column(hidden):
-    """Append a column of ones: the input of a bias row."""
-    return torch.cat([hidden, hidden.new_ones(hidden.shape[0], 1)], dim=1)
+def with_ones(hidden):
+    """``[hidden, 1]`` along the last dimension: the input of a bias row."""
+    return torch.constant_pad_nd(hidden, (0, 1), 1.0)
+
+
+def hypernetwork_codes(
+    weight_noise,
+    noise_scale_raw,
+    hidden_weights,
+    hidden_biases,
+    negative_slope,
+    masks=None,
+    saved=None,
+):
+    """Codes ``[z, 1]`` of the hypernetwork's hidden layers: the one
+    definition of its forward pass, for training and prediction.
+
+    ``weight_noise`` is ``(n, noise_dim)`` with 2-D weights, or ``(R, n,
+    noise_dim)`` with weights stacked over R replicas ``(R, in, out)`` and
+    biases ``(R, 1, out)`` (the training engine's views).  ``masks``: the
+    inverted-dropout masks per layer, or None.  ``saved``: None, or two lists
+    that receive each layer's input and pre-activation (for a hand-written
+    backward pass).
+    """
+    hidden = weight_noise * F.softplus(noise_scale_raw)
+    product = torch.baddbmm if weight_noise.dim() == 3 else torch.addmm
+    # In place where no autograd graph needs the activation's output.
+    in_place = masks is not None and not torch.is_grad_enabled()
+    for k, (weight, bias) in enumerate(zip(hidden_weights, hidden_biases)):
+        pre = product(bias, hidden, weight)
+        if saved is not None:
+            saved[0].append(hidden)
+            saved[1].append(pre)
+        hidden = F.leaky_relu(pre, negative_slope) if negative_slope else torch.relu(pre)
+        if masks is not None:
+            hidden = hidden.mul_(masks[k]) if in_place else hidden * masks[k]
+    return with_ones(hidden)
 
 
 class TrainingNoise(NamedTuple):
@@ -299,15 +333,14 @@ class HyperNetwork(WeightGenerator):
 
     def codes(self, weight_noise, dropout_uniform):
         """Codes ``[z, 1]``; dropout applies when ``dropout_uniform`` is given."""
-        hidden = weight_noise * F.softplus(self.noise_scale_raw)
-        masks = self.dropout_masks(dropout_uniform)
-        for index, (weight, bias) in enumerate(zip(self.hidden_weights, self.hidden_biases)):
-            hidden = torch.addmm(bias, hidden, weight)
-            slope = self.negative_slope
-            hidden = F.leaky_relu(hidden, slope) if slope else torch.relu(hidden)
-            if masks is not None:
-                hidden = hidden * masks[index]
-        return with_ones_column(hidden)
+        return hypernetwork_codes(
+            weight_noise,
+            self.noise_scale_raw,
+            self.hidden_weights,
+            self.hidden_biases,
+            self.negative_slope,
+            self.dropout_masks(dropout_uniform),
+        )
 
 
 def expected_parameter_shapes(arrays):

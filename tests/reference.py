@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from skhypernet._engine import CROSS_ENTROPY, GAUSSIAN_NLL
-from skhypernet._model import with_ones_column
+from skhypernet._model import with_ones
 
 
 def training_outputs(model, x, noise):
@@ -28,7 +28,7 @@ def forward_per_row(x, codes, heads):
     """
     hidden = x
     for index, head in enumerate(heads):
-        inputs = with_ones_column(hidden)
+        inputs = with_ones(hidden)
         if codes is None:
             out = inputs @ head[0]
         else:
@@ -46,7 +46,7 @@ def forward_materialised(x, layers):
     """
     hidden = x
     for index, layer in enumerate(layers):
-        inputs = with_ones_column(hidden)
+        inputs = with_ones(hidden)
         if layer.dim() == 3:
             out = torch.bmm(inputs[:, None, :], layer)[:, 0, :]
         else:

@@ -105,8 +105,8 @@ def run_epoch(
     trained alone.  ``kl_weights[r]`` (default 0) multiplies replica r's
     weight KL estimate divided by the number of rows, so that over an epoch
     the steps add up to the KL term of a variational objective; the estimate
-    is made every ``KL_REFRESH_STEPS`` steps and its gradient reused between.  A non-empty
-    ``interrupted`` (see :func:`interrupts_collected`) raises
+    is made every ``KL_REFRESH_STEPS`` steps and its gradient reused between.
+    A non-empty ``interrupted`` (see :func:`interrupts_collected`) raises
     KeyboardInterrupt after the step in progress.
 
     Returns
@@ -117,10 +117,44 @@ def run_epoch(
         Mean of each replica's KL estimates (0 without ``kl_weights``).
     n_steps : int
     """
-    n_replicas, n_samples = data.X.shape[0], data.n_samples
-    device = data.X.device
+    n_samples = data.n_samples
     weight_generator = models[0].weight_generator
-    orders = torch.stack(
+    orders = batch_orders(n_samples, shuffle, generators, data.X.device)
+    kl_term = None
+    if weight_generator.noise_dim > 0 and any(kl_weights or ()):
+        kl_term = KLTerm(optimizer, weight_generator, kl_weights, n_samples)
+    # Noise is drawn for whole chunks of batches at once: fewer, larger draws.
+    chunk = max(batch_size, NOISE_CHUNK_ROWS // batch_size * batch_size)
+    layers = Layer.all(optimizer.values, optimizer.grads)
+    slope = weight_generator.negative_slope
+    chunk_sums = []
+    for start in range(0, n_samples, chunk):
+        rows = orders[:, start : start + chunk]
+        n_steps = -(-rows.shape[1] // batch_size)
+        batches = chunk_batches(models, data, rows, generators, batch_size, n_steps)
+        if kl_term is not None:
+            kl_term.draw(generators, start // batch_size, n_steps)
+        step_sums = []
+        for step, batch in enumerate(batches):
+            step_sums.append(
+                batch_gradients(optimizer.values, optimizer.grads, data.loss, batch, layers, slope)
+            )
+            if kl_term is not None:
+                kl_term.add_gradient(step)
+            optimizer.step(batch.x.shape[1])
+            # Between steps, never inside one: a chunk is seconds of batch-1 steps.
+            if interrupted:
+                raise KeyboardInterrupt
+        chunk_sums.append(torch.stack(step_sums).sum(0))
+    output_losses = torch.stack(chunk_sums).sum(0).cpu().double() / n_samples
+    n_steps = -(-n_samples // batch_size)
+    kl = kl_term.mean(n_steps) if kl_term is not None else [0.0] * data.X.shape[0]
+    return output_losses, kl, n_steps
+
+
+def batch_orders(n_samples, shuffle, generators, device):
+    """Each replica's order of the rows for an epoch, ``(R, n_samples)``."""
+    return torch.stack(
         [
             torch.randperm(n_samples, generator=generator, device=device)
             if shuffle
@@ -128,90 +162,83 @@ def run_epoch(
             for generator in generators
         ]
     )
-    with_kl = weight_generator.noise_dim > 0 and any(kl_weights or ())
-    if with_kl:
-        kl_coefficients = torch.tensor(kl_weights, dtype=data.X.dtype, device=device)
-        kl_coefficients = kl_coefficients.view(-1, 1, 1) / n_samples
-        flat_kl_grad, kl_grads = optimizer.kl_gradient_buffers()
-    replicas = torch.arange(n_replicas, device=device).unsqueeze(1)
-    # Noise is drawn for whole chunks of batches at once: fewer, larger draws.
-    chunk = max(batch_size, NOISE_CHUNK_ROWS // batch_size * batch_size)
-    chunk_sums, kl_sums = [], []
-    layers = Layer.all(optimizer.values, optimizer.grads)
-    values, grads, loss = optimizer.values, optimizer.grads, data.loss
-    shared_outputs = weight_generator.shared_outputs
-    slope = weight_generator.negative_slope
-    for start in range(0, n_samples, chunk):
-        rows = orders[:, start : start + chunk]
-        draws = [
-            model.draw_noise(rows.shape[1], data.X.shape[2], generator)
-            for model, generator in zip(models, generators)
-        ]
-        noise = [stack_replicas(kind) if kind[0].numel() else None for kind in zip(*draws)]
-        n_steps = -(-rows.shape[1] // batch_size)
-        first_step = start // batch_size
-        if with_kl:
-            refreshes = refresh_steps(first_step, n_steps)
-            kl_noise = torch.stack(
-                [
-                    torch.randn(
-                        (len(refreshes), KL_SAMPLES, weight_generator.noise_dim),
-                        generator=generator,
-                        device=device,
-                    )
-                    for generator in generators
-                ],
-                dim=1,
-            )
 
-        masks = None if noise[2] is None else weight_generator.dropout_masks(noise[2])
-        # Every tensor is cut into the steps' batches at once: views, no copies.
-        columns = [
-            step_batches(tensor, batch_size, n_steps)
-            for tensor in (
-                data.X[replicas, rows],
-                data.targets[replicas, rows],
-                data.weights[replicas, rows].unsqueeze(-1),
-                noise[0],
-                noise[1],
-            )
-        ]
-        columns.append(
-            zip(*(step_batches(mask, batch_size, n_steps) for mask in masks))
-            if masks
-            else [None] * n_steps
+
+def chunk_batches(models, data, rows, generators, batch_size, n_steps):
+    """The :class:`Batch` of each step of a chunk of rows ``(R, m)``, their
+    noise drawn at once.  Every tensor is cut into the steps' batches at
+    once: views, no copies."""
+    draws = [
+        model.draw_noise(rows.shape[1], data.X.shape[2], generator)
+        for model, generator in zip(models, generators)
+    ]
+    noise = [stack_replicas(kind) if kind[0].numel() else None for kind in zip(*draws)]
+    masks = None if noise[2] is None else models[0].weight_generator.dropout_masks(noise[2])
+    replicas = torch.arange(rows.shape[0], device=rows.device).unsqueeze(1)
+    columns = [
+        step_batches(tensor, batch_size, n_steps)
+        for tensor in (
+            data.X[replicas, rows],
+            data.targets[replicas, rows],
+            data.weights[replicas, rows].unsqueeze(-1),
+            noise[0],
+            noise[1],
         )
-        step_sums, step_kl = [], []
-        for step, tensors in enumerate(zip(*columns)):
-            batch = Batch(*tensors)
-            step_sums.append(batch_gradients(values, grads, loss, batch, layers, slope))
-            if with_kl:
-                if step in refreshes:
-                    flat_kl_grad.zero_()
-                    kl_noise_draws = kl_noise[refreshes[step]]
-                    step_kl.append(
-                        kl_gradients(
-                            values,
-                            kl_grads,
-                            kl_noise_draws,
-                            kl_coefficients,
-                            shared_outputs,
-                            slope,
-                        )
-                    )
-                optimizer.flat_grad.add_(flat_kl_grad)
-            optimizer.step(batch.x.shape[1])
-            # Between steps, never inside one: a chunk is seconds of batch-1 steps.
-            if interrupted:
-                raise KeyboardInterrupt
-        chunk_sums.append(torch.stack(step_sums).sum(0))
-        if with_kl:
-            kl_sums.append(torch.stack(step_kl).sum(0))
-    n_steps = -(-n_samples // batch_size)
-    output_losses = torch.stack(chunk_sums).sum(0).cpu().double() / n_samples
-    n_refreshes = len(refresh_steps(0, n_steps))
-    kl = (torch.stack(kl_sums).sum(0) / n_refreshes).tolist() if with_kl else [0.0] * n_replicas
-    return output_losses, kl, n_steps
+    ]
+    columns.append(
+        zip(*(step_batches(mask, batch_size, n_steps) for mask in masks))
+        if masks
+        else [None] * n_steps
+    )
+    return [Batch(*tensors) for tensors in zip(*columns)]
+
+
+class KLTerm:
+    """The weight KL term of one epoch: its noise, its gradient estimate
+    renewed every ``KL_REFRESH_STEPS`` steps (:func:`kl_gradients`) and added
+    to every step's gradient, and the estimates' values."""
+
+    def __init__(self, optimizer, weight_generator, kl_weights, n_samples):
+        self.optimizer, self.weight_generator = optimizer, weight_generator
+        coefficients = torch.tensor(
+            kl_weights, dtype=optimizer.flat.dtype, device=optimizer.flat.device
+        )
+        self.coefficients = coefficients.view(-1, 1, 1) / n_samples
+        self.flat_grad, self.grads = optimizer.kl_gradient_buffers()
+        self.values = []
+
+    def draw(self, generators, first_step, n_steps):
+        """The noise of the refreshes among a chunk's steps."""
+        self.refreshes = refresh_steps(first_step, n_steps)
+        shape = (len(self.refreshes), KL_SAMPLES, self.weight_generator.noise_dim)
+        self.noise = torch.stack(
+            [
+                torch.randn(shape, generator=g, device=self.optimizer.flat.device)
+                for g in generators
+            ],
+            dim=1,
+        )
+
+    def add_gradient(self, step):
+        """Add the KL gradient to the step's (``step`` within the chunk)."""
+        if step in self.refreshes:
+            self.flat_grad.zero_()
+            self.values.append(
+                kl_gradients(
+                    self.optimizer.values,
+                    self.grads,
+                    self.noise[self.refreshes[step]],
+                    self.coefficients,
+                    self.weight_generator.shared_outputs,
+                    self.weight_generator.negative_slope,
+                )
+            )
+        self.optimizer.flat_grad.add_(self.flat_grad)
+
+    def mean(self, n_steps):
+        """Each replica's mean estimate over the epoch of ``n_steps`` steps."""
+        n_refreshes = len(refresh_steps(0, n_steps))
+        return (torch.stack(self.values).sum(0) / n_refreshes).tolist()
 
 
 def refresh_steps(first_step, n_steps):

@@ -5,6 +5,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from .._model import hypernetwork_codes, with_ones
+
 
 class Batch(NamedTuple):
     """The rows of one training step of every replica, ``(R, n, ...)``, and
@@ -21,11 +23,6 @@ class Batch(NamedTuple):
 def contracts_inputs_first(n_rows, fan_in_with_bias, fan_out):
     """Whether a layer is cheaper as ``inputs @ head`` first (see batch_gradients)."""
     return n_rows * (fan_in_with_bias - fan_out) > 2 * fan_in_with_bias * fan_out
-
-
-def with_ones(hidden):
-    """``[hidden, 1]``: the input of a layer's bias row."""
-    return torch.constant_pad_nd(hidden, (0, 1), 1.0)
 
 
 class Layer(NamedTuple):
@@ -80,6 +77,19 @@ def sum_over_rows(left, right, out):
     return torch.bmm(left.transpose(1, 2), right, out=out)
 
 
+class CodeViews(NamedTuple):
+    """A batch's codes ``(R, n, C)`` viewed for the per-row products."""
+
+    column: torch.Tensor  # (R * n, C, 1)
+    row: torch.Tensor  # (R * n, 1, C)
+    size: int
+
+    @classmethod
+    def of(cls, codes):
+        n_replicas, n, size = codes.shape
+        return cls(codes.view(n_replicas * n, size, 1), codes.view(n_replicas * n, 1, size), size)
+
+
 def batch_gradients(values, grads, loss, batch, layers=None, negative_slope=0.0):
     """Gradient of the mean weighted loss of one batch of every replica, by hand.
 
@@ -94,105 +104,42 @@ def batch_gradients(values, grads, loss, batch, layers=None, negative_slope=0.0)
     """
     if layers is None:
         layers = Layer.all(values, grads)
-    x = batch.x
-    n_replicas, n = x.shape[0], x.shape[1]
-    flat_rows = n_replicas * n
-    hyper = values.noise_scale is not None
-    input_noise = values.input_noise
-
-    # Forward pass, keeping what the backward pass needs.
+    x, input_noise = batch.x, values.input_noise
     if input_noise is not None:
         x = torch.addcmul(x, batch.input_noise, F.softplus(input_noise))
-    if hyper:
+    codes = None
+    if values.noise_scale is not None:
         hidden_inputs, hidden_pre = [], []
-        codes = hypernet_forward(
-            values, batch.weight_noise, batch.masks, hidden_inputs, hidden_pre, negative_slope
+        codes = CodeViews.of(
+            hypernet_forward(
+                values, batch.weight_noise, batch.masks, hidden_inputs, hidden_pre, negative_slope
+            )
         )
-        code_size = codes.shape[2]
-        codes_column = codes.view(flat_rows, code_size, 1)
-        codes_row = codes.view(flat_rows, 1, code_size)
-    # A layer's output sum_{c,i} codes[c] inputs[i] head[c, i, o] is contracted
-    # as (codes outer inputs) @ head, with an (n, C * (I + 1)) intermediate,
-    # or, for layers that narrow enough to pay for reordering the head twice,
-    # inputs @ head first, with an (n, C * O) intermediate.
-    last = len(layers) - 1
     saved = []
-    out = x
     for index, layer in enumerate(layers):
-        fan_in_with_bias, fan_out = layer.fan_in_with_bias, layer.fan_out
-        if not hyper:
-            # Without codes the bias row needs no column of ones.
-            inputs = out
-            out = torch.baddbmm(layer.bias, inputs, layer.weight)
-            intermediate = reordered = None
-        elif contracts_inputs_first(n, fan_in_with_bias, fan_out):
-            inputs = with_ones(out)
-            reordered = layer.head.transpose(1, 2).reshape(n_replicas, fan_in_with_bias, -1)
-            intermediate = torch.bmm(inputs, reordered).view(flat_rows, code_size, fan_out)
-            out = torch.bmm(codes_row, intermediate).view(n_replicas, n, fan_out)
-        else:
-            inputs = with_ones(out)
-            reordered = None
-            intermediate = codes_column * inputs.view(flat_rows, 1, fan_in_with_bias)
-            intermediate = intermediate.view(n_replicas, n, -1)
-            out = torch.bmm(intermediate, layer.matrix)
-        if index < last:
-            out = torch.relu(out)
-        saved.append((inputs, intermediate, reordered, out))
-
-    loss_sums, delta = loss.gradient(out, batch.targets, batch.weights)
-
-    # Backward pass through the main network.
-    needs_input_gradient = hyper or input_noise is not None
+        inputs = x if not saved else saved[-1][3]
+        saved.append(layer_forward(layer, inputs, codes, index < len(layers) - 1))
+    loss_sums, delta = loss.gradient(saved[-1][3], batch.targets, batch.weights)
+    needs_input_gradient = codes is not None or input_noise is not None
     grad_codes = None
-    for index in range(last, -1, -1):
-        layer = layers[index]
-        fan_in_with_bias, fan_out = layer.fan_in_with_bias, layer.fan_out
-        inputs, intermediate, reordered, _ = saved[index]
-        if not hyper:
-            sum_over_rows(inputs, delta, layer.grad_weight)
-            torch.sum(delta, 1, keepdim=True, out=layer.grad_bias)
-            if index == 0 and not needs_input_gradient:
-                break
-            grad_x = torch.bmm(delta, layer.weight_t)
-        else:
-            if reordered is not None:
-                grad_per_code = codes_column * delta.view(flat_rows, 1, fan_out)
-                grad_per_code = grad_per_code.view(n_replicas, n, -1)
-                grad_reordered = torch.bmm(inputs.transpose(1, 2), grad_per_code)
-                layer.grad_head.copy_(
-                    grad_reordered.view(
-                        n_replicas, fan_in_with_bias, code_size, fan_out
-                    ).transpose(1, 2)
-                )
-                if fan_out == 1:
-                    # One product per code: the same values, several times faster than bmm.
-                    layer_grad_codes = intermediate * delta.view(flat_rows, 1, 1)
-                else:
-                    layer_grad_codes = torch.bmm(intermediate, delta.view(flat_rows, fan_out, 1))
-                grad_inputs = torch.bmm(grad_per_code, reordered.transpose(1, 2))
-            else:
-                sum_over_rows(intermediate, delta, layer.grad_matrix)
-                grad_outer = torch.bmm(delta, layer.matrix_t)
-                grad_outer = grad_outer.view(flat_rows, code_size, fan_in_with_bias)
-                layer_grad_codes = torch.bmm(
-                    grad_outer, inputs.view(flat_rows, fan_in_with_bias, 1)
-                )
-                grad_inputs = torch.bmm(codes_row, grad_outer).view(n_replicas, n, -1)
+    for index in range(len(layers) - 1, -1, -1):
+        grad_x, layer_grad_codes = layer_backward(
+            layers[index], delta, saved[index], codes, index > 0 or needs_input_gradient
+        )
+        if layer_grad_codes is not None:
             grad_codes = (
                 layer_grad_codes if grad_codes is None else grad_codes.add_(layer_grad_codes)
             )
-            grad_x = grad_inputs[..., :-1]
         if index > 0:
             delta = torch.ops.aten.threshold_backward(grad_x, saved[index - 1][3], 0.0)
     if input_noise is not None:
         torch.sum(grad_x * batch.input_noise, (1, 2), keepdim=True, out=grads.input_noise)
         grads.input_noise.mul_(torch.sigmoid(input_noise))
-    if hyper:
+    if codes is not None:
         hypernet_backward(
             values,
             grads,
-            grad_codes.view(n_replicas, n, code_size),
+            grad_codes.view(*x.shape[:2], codes.size),
             batch.weight_noise,
             hidden_inputs,
             hidden_pre,
@@ -202,22 +149,83 @@ def batch_gradients(values, grads, loss, batch, layers=None, negative_slope=0.0)
     return loss_sums
 
 
-def hypernet_forward(values, weight_noise, masks, hidden_inputs, hidden_pre, negative_slope):
-    """Codes ``[z, 1]`` of ``HyperNetwork.codes``, ``(R, n, C)``; ``masks``
-    None for no dropout; hidden units with ``negative_slope`` (0: ReLU).
+def layer_forward(layer, out, codes, relu):
+    """One main-network layer's output for the rows ``out`` ``(R, n, I)``;
+    returns ``(inputs, intermediate, reordered, output)`` for the backward pass.
 
-    Appends each layer's input and pre-activation to ``hidden_inputs`` and
-    ``hidden_pre`` for :func:`hypernet_backward`.
+    A layer's output sum_{c,i} codes[c] inputs[i] head[c, i, o] is contracted
+    as (codes outer inputs) @ head, with an (n, C * (I + 1)) intermediate,
+    or, for layers that narrow enough to pay for reordering the head twice,
+    inputs @ head first, with an (n, C * O) intermediate.  Without codes
+    (point estimates) the bias row needs no column of ones.
     """
-    hidden = weight_noise * F.softplus(values.noise_scale)
-    for k, (weight, bias) in enumerate(zip(values.hidden_weights, values.hidden_biases)):
-        hidden_inputs.append(hidden)
-        pre = torch.baddbmm(bias, hidden, weight)
-        hidden_pre.append(pre)
-        hidden = F.leaky_relu(pre, negative_slope) if negative_slope else torch.relu(pre)
-        if masks is not None:
-            hidden = hidden.mul_(masks[k])
-    return with_ones(hidden)
+    n_replicas, n = out.shape[0], out.shape[1]
+    fan_in_with_bias, fan_out = layer.fan_in_with_bias, layer.fan_out
+    intermediate = reordered = None
+    if codes is None:
+        inputs = out
+        out = torch.baddbmm(layer.bias, inputs, layer.weight)
+    elif contracts_inputs_first(n, fan_in_with_bias, fan_out):
+        inputs = with_ones(out)
+        reordered = layer.head.transpose(1, 2).reshape(n_replicas, fan_in_with_bias, -1)
+        intermediate = torch.bmm(inputs, reordered).view(-1, codes.size, fan_out)
+        out = torch.bmm(codes.row, intermediate).view(n_replicas, n, fan_out)
+    else:
+        inputs = with_ones(out)
+        intermediate = codes.column * inputs.view(-1, 1, fan_in_with_bias)
+        intermediate = intermediate.view(n_replicas, n, -1)
+        out = torch.bmm(intermediate, layer.matrix)
+    if relu:
+        out = torch.relu(out)
+    return inputs, intermediate, reordered, out
+
+
+def layer_backward(layer, delta, saved, codes, needs_grad_x):
+    """Write one layer's parameter gradients from ``delta``, the gradient of
+    its output; return the gradient of its input (None unless
+    ``needs_grad_x``) and, with codes, of the codes ``(R * n, C, 1)``."""
+    inputs, intermediate, reordered, _ = saved
+    n_replicas, n = delta.shape[0], delta.shape[1]
+    fan_in_with_bias, fan_out = layer.fan_in_with_bias, layer.fan_out
+    if codes is None:
+        sum_over_rows(inputs, delta, layer.grad_weight)
+        torch.sum(delta, 1, keepdim=True, out=layer.grad_bias)
+        return (torch.bmm(delta, layer.weight_t) if needs_grad_x else None), None
+    if reordered is not None:
+        grad_per_code = codes.column * delta.view(-1, 1, fan_out)
+        grad_per_code = grad_per_code.view(n_replicas, n, -1)
+        grad_reordered = torch.bmm(inputs.transpose(1, 2), grad_per_code)
+        layer.grad_head.copy_(
+            grad_reordered.view(n_replicas, fan_in_with_bias, codes.size, fan_out).transpose(1, 2)
+        )
+        if fan_out == 1:
+            # One product per code: the same values, several times faster than bmm.
+            grad_codes = intermediate * delta.view(-1, 1, 1)
+        else:
+            grad_codes = torch.bmm(intermediate, delta.view(-1, fan_out, 1))
+        grad_inputs = torch.bmm(grad_per_code, reordered.transpose(1, 2))
+    else:
+        sum_over_rows(intermediate, delta, layer.grad_matrix)
+        grad_outer = torch.bmm(delta, layer.matrix_t).view(-1, codes.size, fan_in_with_bias)
+        grad_codes = torch.bmm(grad_outer, inputs.view(-1, fan_in_with_bias, 1))
+        grad_inputs = torch.bmm(codes.row, grad_outer).view(n_replicas, n, -1)
+    return grad_inputs[..., :-1], grad_codes
+
+
+def hypernet_forward(values, weight_noise, masks, hidden_inputs, hidden_pre, negative_slope):
+    """The model's codes (:func:`~skhypernet._model.hypernetwork_codes`) of
+    every replica, ``(R, n, C)``, appending each layer's input and
+    pre-activation to ``hidden_inputs`` and ``hidden_pre`` for
+    :func:`hypernet_backward`."""
+    return hypernetwork_codes(
+        weight_noise,
+        values.noise_scale,
+        values.hidden_weights,
+        values.hidden_biases,
+        negative_slope,
+        masks,
+        (hidden_inputs, hidden_pre),
+    )
 
 
 def hypernet_backward(
@@ -294,36 +302,11 @@ def kl_gradients(values, grads, weight_noise, coefficients, fixed_outputs, negat
     n_weights = 0
     heads = values.heads
     for index, (head, grad_head) in enumerate(zip(heads, grads.heads)):
-        fan_in = float(head.shape[2] - 1)
         if index == len(heads) - 1 and fixed_outputs > 0:
             head = head[..., : head.shape[3] - fixed_outputs]
             grad_head = grad_head[..., : grad_head.shape[3] - fixed_outputs]
-        flat_head = head.reshape(n_replicas, code_size, -1)
-        n_weights += flat_head.shape[2]
-        moments = torch.bmm(stacked, flat_head)
-        mean, deviations = moments[:, :1], moments[:, 1:]
-        # The floor keeps the logarithm finite for weights that do not vary.
-        # A product: ``square`` goes through the slower ``pow`` kernel on CPU.
-        variance = torch.mul(deviations, deviations).sum(1, keepdim=True)
-        variance.mul_(1.0 / (n_draws - 1)).add_(1e-12)
-        prior_ratio = variance * fan_in
-        # fan_in * v - log(fan_in * v) + fan_in * m^2 per weight; the -1 of
-        # each weight is subtracted once, after the loop.
-        terms = prior_ratio.sub_(torch.log(prior_ratio)).addcmul_(mean, mean, value=fan_in)
-        total.add_(terms.sum((1, 2)), alpha=0.5)
-        # In place: the rows of ``moments`` become the gradients of the mean
-        # and of the deviations.
-        mean.mul_(fan_in)
-        deviations.mul_(variance.reciprocal_().sub_(fan_in).mul_(-1.0 / (n_draws - 1)))
-        # Accumulated straight into the heads' gradient where it is one block
-        # (not the last layer's when it has outputs outside the distribution):
-        # no head-sized temporaries, whose passes over memory cost 12-20 % of
-        # the step in lockstep.
-        if grad_head.is_contiguous():
-            grad_head.view(n_replicas, code_size, -1).baddbmm_(scaled_stacked_t, moments)
-        else:
-            grad_head.add_(torch.bmm(scaled_stacked_t, moments).view(grad_head.shape))
-        grad_stacked.baddbmm_(moments, flat_head.transpose(1, 2))
+        total.add_(head_kl(head, grad_head, stacked, scaled_stacked_t, grad_stacked))
+        n_weights += head[0, 0].numel()
     # The centred codes' gradient has zero column means already (so does
     # ``deviations``): no correction for the centring is needed.  The mean
     # code's gradient reaches every draw's code in equal parts.
@@ -341,3 +324,37 @@ def kl_gradients(values, grads, weight_noise, coefficients, fixed_outputs, negat
         coefficients,
     )
     return total
+
+
+def head_kl(head, grad_head, stacked, scaled_stacked_t, grad_stacked):
+    """One layer's part of :func:`kl_gradients`: ``0.5 * sum(fan_in * v -
+    log(fan_in * v) + fan_in * m^2)`` over its weights (the -1 of each weight
+    left to the caller), per replica; adds its gradient to ``grad_head`` and,
+    with respect to ``stacked`` (the mean code, then the centred codes), to
+    ``grad_stacked``."""
+    n_replicas, code_size = head.shape[0], head.shape[1]
+    n_draws = stacked.shape[1] - 1
+    fan_in = float(head.shape[2] - 1)
+    flat_head = head.reshape(n_replicas, code_size, -1)
+    moments = torch.bmm(stacked, flat_head)
+    mean, deviations = moments[:, :1], moments[:, 1:]
+    # The floor keeps the logarithm finite for weights that do not vary.
+    # A product: ``square`` goes through the slower ``pow`` kernel on CPU.
+    variance = torch.mul(deviations, deviations).sum(1, keepdim=True)
+    variance.mul_(1.0 / (n_draws - 1)).add_(1e-12)
+    prior_ratio = variance * fan_in
+    terms = prior_ratio.sub_(torch.log(prior_ratio)).addcmul_(mean, mean, value=fan_in)
+    # In place: the rows of ``moments`` become the gradients of the mean and
+    # of the deviations.
+    mean.mul_(fan_in)
+    deviations.mul_(variance.reciprocal_().sub_(fan_in).mul_(-1.0 / (n_draws - 1)))
+    # Accumulated straight into the heads' gradient where it is one block
+    # (not the last layer's when it has outputs outside the distribution):
+    # no head-sized temporaries, whose passes over memory cost 12-20 % of the
+    # step in lockstep.
+    if grad_head.is_contiguous():
+        grad_head.view(n_replicas, code_size, -1).baddbmm_(scaled_stacked_t, moments)
+    else:
+        grad_head.add_(torch.bmm(scaled_stacked_t, moments).view(grad_head.shape))
+    grad_stacked.baddbmm_(moments, flat_head.transpose(1, 2))
+    return 0.5 * terms.sum((1, 2))

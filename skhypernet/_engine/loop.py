@@ -226,29 +226,24 @@ def train(
     hooks=(),
     kl_weight=0.0,
 ):
-    """Run up to ``max_epochs`` epochs of R models of one architecture in
-    lockstep (an estimator's fit is R = 1), with ``hooks`` after each.
+    """Up to ``max_epochs`` epochs of R models of one architecture in lockstep
+    (a fit is R = 1), ``hooks`` after each; a :class:`TrainingEnd`.
 
-    Each model keeps its own history, stopping rule and randomness
-    (``generators``: batch order, weight and input noise, dropout), and ends
-    with the parameters it would have had trained alone, up to the rounding
-    of batched products; a model with a kept best state (validation scores)
-    gets it back at the end.  ``kl_weight`` weighs the KL term relative to a
-    variational objective (see :func:`kl_scale`); the recorded loss includes
-    it.  Returns a :class:`TrainingEnd`.
+    Each model keeps its own history and randomness (``generators``) and
+    ends with the parameters it would have had trained alone, up to rounding.
+    ``kl_weight`` weighs the KL term (see :func:`kl_scale`).
     """
     n_replicas = len(models)
     run = TrainingRun(
         models, optimizer, data, histories, [False] * n_replicas, [None] * n_replicas
     )
-    # The parameters of models that stopped while others went on.
-    final_states = [None] * n_replicas
-    work = n_replicas * step_flops(models[0], batch_size)
+    # Replicas that stop still take the lockstep's steps: their parameters are kept aside.
+    stopped_states = [None] * n_replicas
     interrupted_run = False
     try:
         with (
             flushed_denormals(),
-            threads_for(work, optimizer.flat.numel()),
+            threads_for(n_replicas * step_flops(models[0], batch_size), optimizer.flat.numel()),
             torch.no_grad(),
             interrupts_collected() as interrupted,
         ):
@@ -262,23 +257,26 @@ def train(
                 run.snapshot = None  # the epoch is finished: nothing to roll back
                 if all(run.stopped):
                     break
-                for replica, model in enumerate(models):
-                    if run.stopped[replica] and final_states[replica] is None:
-                        final_states[replica] = copy.deepcopy(model.state_dict())
+                keep_stopped_states(run, stopped_states)
             if interrupted:
                 raise KeyboardInterrupt
     except KeyboardInterrupt:
         if run.snapshot is not None:
-            with torch.no_grad():
-                optimizer.restore(run.snapshot, reset_moments=False)
-        interrupted_run = True
-        run.stopped = [True] * n_replicas
-    for model, state in zip(models, final_states):
+            optimizer.restore(run.snapshot, reset_moments=False)
+        interrupted_run, run.stopped = True, [True] * n_replicas
+    for model, state in zip(models, stopped_states):
         if state is not None:
             model.load_state_dict(state)
     for hook in hooks:
         hook.train_end(run)
     return TrainingEnd(run.stopped, run.diverged, interrupted_run, histories[0].n_iter)
+
+
+def keep_stopped_states(run, states):
+    """A copy of the parameters of each replica that stopped since the last call."""
+    for replica, model in enumerate(run.models):
+        if run.stopped[replica] and states[replica] is None:
+            states[replica] = copy.deepcopy(model.state_dict())
 
 
 def run_hooked_epoch(run, hooks, batch_size, shuffle, generators, kl_weight, interrupted):
