@@ -118,8 +118,7 @@ class _StochasticClassifier(ClassifierMixin, BaseStochasticNetwork):
                 member.classes_ = self.classes_
 
     def _reference_loss(self):
-        # Cross-entropy of predicting every class with equal probability.
-        return float(np.log(self.classes_.size))
+        return self._loss().reference_loss(self.classes_.size)
 
     def _targets_tensor(self, targets, device):
         return torch.tensor(targets, dtype=torch.long, device=device)

@@ -146,16 +146,10 @@ class _StochasticRegressor(RegressorMixin, BaseStochasticNetwork):
             )
 
     def _reference_loss(self):
-        # Standardised targets predicted by their mean: squared error 1, and
-        # Gaussian negative log-likelihood (without its constant) 1/2.
-        return 0.5 if self._gaussian() else 1.0
-
-    def _gaussian(self):
-        return self._loss() is _engine.GAUSSIAN_NLL
+        return self._loss().reference_loss(self.n_outputs_)
 
     def _weight_independent_outputs(self):
-        # The log-variances: one draw of the weights must not set the noise.
-        return self.n_outputs_ if self._gaussian() else 0
+        return self._loss().weight_independent_outputs(self.n_outputs_)
 
     def _validate_targets(self, X, y, reset):
         check_input_kinds(X, y)
@@ -202,21 +196,18 @@ class _StochasticRegressor(RegressorMixin, BaseStochasticNetwork):
 
     def _moments(self, X_tensor, with_variance):
         """Predictive mean and, optionally, variance in standardised units."""
-        gaussian = self._gaussian()
+        loss = self._loss()
 
         def moments(outputs):
-            if gaussian:
-                means, log_variances = _engine.GAUSSIAN_NLL.split(outputs)
-                noise = torch.exp(log_variances)
-            else:
-                means, noise = outputs, torch.zeros_like(outputs)
+            means, noise = loss.predictive(outputs)
+            noise = torch.zeros_like(means) if noise is None else noise
             return torch.cat([means, means.square(), noise], dim=-1)
 
         first, second, noise = np.split(self._predictive_mean(X_tensor, moments), 3, axis=1)
         if not with_variance:
             return first, None
         spread = np.maximum(second - first**2, 0.0)
-        if not gaussian:
+        if not loss.learns_noise:
             noise = np.broadcast_to(self._standardised_noise, first.shape)
         return first, spread + noise
 
@@ -237,7 +228,7 @@ class _StochasticRegressor(RegressorMixin, BaseStochasticNetwork):
         # fits the training rows closely.
         half_errors = getattr(self, "_validation_half_errors", [])
         self._validation_half_errors = []
-        if self._gaussian():
+        if self._loss().learns_noise:
             self.noise_variance_ = self._standardised_noise = None
             return
         if half_errors:
@@ -265,15 +256,15 @@ class _StochasticRegressor(RegressorMixin, BaseStochasticNetwork):
     def _components(self, outputs):
         """Means and noise standard deviations, in standardised units, of the
         weight samples' Gaussians, from this network's outputs (S, n, ...)."""
-        if self._gaussian():
-            means, log_variances = _engine.GAUSSIAN_NLL.split(torch.from_numpy(outputs))
-            return means.numpy(), torch.exp(0.5 * log_variances).numpy()
-        return outputs, np.sqrt(self._standardised_noise)
+        means, noise = self._loss().predictive(torch.from_numpy(outputs))
+        if noise is None:
+            return outputs, np.sqrt(self._standardised_noise)
+        return means.numpy(), torch.sqrt(noise).numpy()
 
     def _validation_score(self, X, y, sample_weight):
         y = np.reshape(y, (len(y), -1))
         residuals = y - np.reshape(self._predict_tensor(X), y.shape)
-        if not self._gaussian():
+        if not self._loss().learns_noise:
             squared = (residuals / self.target_scale_) ** 2
             halves = [slice(0, None, 2), slice(1, None, 2)]
             if min(np.sum(sample_weight[half]) for half in halves) <= 0:

@@ -1,6 +1,8 @@
 """The loss table: one class per loss, its value and gradient with respect
 to the network's outputs."""
 
+import math
+
 import torch
 
 
@@ -11,10 +13,27 @@ class Loss:
     """
 
     name = None
+    #: Whether the network outputs the noise of its own predictions (a
+    #: likelihood with a scale), so that no noise is estimated after fit.
+    learns_noise = False
 
     def n_outputs(self, n_targets):
         """Network outputs for ``n_targets`` targets (classes for cross-entropy)."""
         return n_targets
+
+    def weight_independent_outputs(self, n_targets):
+        """Trailing network outputs that must not vary with the weight noise."""
+        return 0
+
+    def reference_loss(self, n_targets):
+        """The loss of a model that ignores X (it predicts the standardised
+        targets' mean, or every class as likely): a fit far above it failed."""
+        raise NotImplementedError
+
+    def predictive(self, outputs):
+        """A regression loss's means and noise variances (None: not learned)
+        of the network's ``outputs``."""
+        raise NotImplementedError
 
     def gradient(self, outputs, targets, row_weights):
         """Loss of one batch and its gradient.
@@ -36,6 +55,12 @@ class Loss:
 
 class SquaredError(Loss):
     name = "squared_error"
+
+    def reference_loss(self, n_targets):
+        return 1.0
+
+    def predictive(self, outputs):
+        return outputs, None
 
     def gradient(self, outputs, targets, row_weights):
         diff = outputs - targets
@@ -68,18 +93,35 @@ class CrossEntropy(Loss):
         """Class probabilities of the logits."""
         return torch.softmax(outputs, dim=-1)
 
+    def reference_loss(self, n_targets):
+        return math.log(n_targets)
+
 
 class GaussianNLL(Loss):
     """Negative log-likelihood of a Gaussian whose mean and log-variance the
     network outputs (the constant ``log(2 pi) / 2`` left out)."""
 
     name = "gaussian_nll"
+    learns_noise = True
     #: The log-variance outputs are clipped to ``[-bound, bound]``, in training
     #: (no gradient beyond) and prediction alike.
     log_variance_bound = 15.0
 
     def n_outputs(self, n_targets):
         return 2 * n_targets
+
+    def weight_independent_outputs(self, n_targets):
+        # The log-variances: one draw of the weights must not set the noise.
+        return n_targets
+
+    def reference_loss(self, n_targets):
+        # The targets' mean with their (standardised) variance 1: the
+        # log-variance term is 0, the squared term 1/2.
+        return 0.5
+
+    def predictive(self, outputs):
+        means, log_variances = self.split(outputs)
+        return means, torch.exp(log_variances)
 
     def split(self, outputs):
         """Means and clipped log-variances of the outputs."""
