@@ -132,6 +132,12 @@ class WeightGenerator(nn.Module):
         return self.heads[0].shape[0]
 
     @property
+    def is_distribution(self):
+        """Whether the weights vary with noise (a hypernetwork), rather than
+        being one point estimate."""
+        return self.noise_dim > 0
+
+    @property
     def n_main_parameters(self):
         """Number P of weights and biases of the main network."""
         return sum((fan_in + 1) * fan_out for fan_in, fan_out in self.shapes)
@@ -405,7 +411,7 @@ class StochasticMLP(nn.Module):
         """
         generator_ = self.weight_generator
         return {
-            "hypernetwork": isinstance(generator_, HyperNetwork),
+            "hypernetwork": generator_.is_distribution,
             "shapes": [list(shape) for shape in generator_.shapes],
             "noise_dim": generator_.noise_dim,
             "hidden_sizes": list(generator_.hidden_sizes),
@@ -503,7 +509,7 @@ class StochasticMLP(nn.Module):
         generator_ = self.weight_generator
         x = x.to(device=self.device, dtype=torch.float64)
         widest = max(max(shape) for shape in generator_.shapes) + 1
-        if isinstance(generator_, PointEstimate):
+        if not generator_.is_distribution:
             layers = [layer[None] for layer in generator_.materialise(None, torch.float64)]
             sample_chunk = n_samples = 1
         else:
@@ -516,7 +522,7 @@ class StochasticMLP(nn.Module):
         row_chunk = max(1, PREDICT_CHUNK_BYTES // (8 * widest * min(sample_chunk, n_samples)))
         for start in range(0, n_samples, sample_chunk):
             samples = slice(start, min(start + sample_chunk, n_samples))
-            if not isinstance(generator_, PointEstimate):
+            if generator_.is_distribution:
                 # In float64, so that the blocks' sizes cannot change the sums.
                 layers = generator_.materialise(codes[samples], torch.float64)
             for row in range(0, x.shape[0], row_chunk):

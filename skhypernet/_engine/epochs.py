@@ -121,7 +121,7 @@ def run_epoch(
     weight_generator = models[0].weight_generator
     orders = batch_orders(n_samples, shuffle, generators, data.X.device)
     kl_term = None
-    if weight_generator.noise_dim > 0 and any(kl_weights or ()):
+    if weight_generator.is_distribution and any(kl_weights or ()):
         kl_term = KLTerm(optimizer, weight_generator, kl_weights, n_samples)
     # Noise is drawn for whole chunks of batches at once: fewer, larger draws.
     chunk = max(batch_size, NOISE_CHUNK_ROWS // batch_size * batch_size)

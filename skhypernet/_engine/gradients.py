@@ -108,7 +108,7 @@ def batch_gradients(values, grads, loss, batch, layers=None, negative_slope=0.0)
     if input_noise is not None:
         x = torch.addcmul(x, batch.input_noise, F.softplus(input_noise))
     codes = None
-    if values.noise_scale is not None:
+    if values.has_codes:
         hidden_inputs, hidden_pre = [], []
         codes = CodeViews.of(
             hypernet_forward(

@@ -15,6 +15,11 @@ class Parameters(NamedTuple):
     hidden_biases: list[torch.Tensor]
     heads: list[torch.Tensor]  # (C, I + 1, O) per main-network layer
 
+    @property
+    def has_codes(self):
+        """Whether these are a hypernetwork's (whose weights are linear in codes)."""
+        return self.noise_scale is not None
+
     @classmethod
     def of(cls, model):
         return cls(**model.parameter_groups())
