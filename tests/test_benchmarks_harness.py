@@ -739,26 +739,27 @@ def test_uncertainty_command_never_reads_test_rows_with_validation(tmp_path, cap
     assert "validation NLL" in capsys.readouterr().out
 
 
-def test_uncertainty_command_leaves_out_the_gp_on_large_sets(tmp_path, monkeypatch):
+def test_uncertainty_gp_fits_on_a_random_subset_of_large_training_sets(tmp_path, monkeypatch):
     from skhypernet.benchmarks import uncertainty
 
     write_uci_folder(tmp_path / "data", name="toy", n_rows=60, n_splits=3)
-    monkeypatch.setattr(uncertainty, "GP_MAX_ROWS", 10)
+    monkeypatch.setattr(uncertainty, "GP_MAX_ROWS", 30)
     args = argparse.Namespace(
         data=str(tmp_path / "data"),
         datasets=["toy", "diabetes"],
-        splits=2,
-        methods=["Gaussian process", "NGBoost"],
+        splits=1,
+        methods=["Gaussian process"],
         seed=0,
         validation=0.0,
         params=[],
     )
     tasks = uncertainty.plan(args)
-    assert {(t["dataset"], t["method"]) for t in tasks} == {
-        ("toy", "NGBoost"),
-        ("diabetes", "NGBoost"),
-    }
-    assert len(tasks) == 4
+    # The toy set's 54 training rows are above the limit, diabetes' 353 too.
+    assert [t["settings"].get("max_rows") for t in tasks] == [30, 30]
+    record = uncertainty.run_task(tasks[0])
+    assert record["n_train"] == 30 and np.isfinite(record["nll"])
+    monkeypatch.setattr(uncertainty, "GP_MAX_ROWS", 2000)
+    assert all("max_rows" not in t["settings"] for t in uncertainty.plan(args))
 
 
 @pytest.mark.parametrize("text", ["my notes\nsecond line", "single line", '{"x": 1}\nlast'])
