@@ -311,7 +311,7 @@ def test_defaults_command_scores_settings_on_validation_rows_only(tmp_path, caps
             "not parameters of SGDBaseline",
         ),
         ("uncertainty", ["--datasets", "toy"], "need --data"),
-        ("uncertainty", ["--datasets", "iris"], "classification data sets"),
+        ("uncertainty", ["--datasets", "iris", "--methods", "NGBoost"], "has a classification"),
         ("uncertainty", ["--validation", "1"], "must be in [0, 1)"),
         ("uncertainty", ["--validation", "nan"], "must be in [0, 1)"),
         ("uci", ["--held-out", "1.5"], "must be in [0, 1)"),
@@ -760,6 +760,34 @@ def test_uncertainty_gp_fits_on_a_random_subset_of_large_training_sets(tmp_path,
     assert record["n_train"] == 30 and np.isfinite(record["nll"])
     monkeypatch.setattr(uncertainty, "GP_MAX_ROWS", 2000)
     assert all("max_rows" not in t["settings"] for t in uncertainty.plan(args))
+
+
+def test_uncertainty_classification_sets_run_the_classifiers(tmp_path, capsys):
+    from skhypernet.benchmarks import uncertainty
+
+    args = argparse.Namespace(
+        data=None,
+        datasets=["iris", "diabetes"],
+        splits=1,
+        methods=["HyperNet", "NGBoost", "MLPClassifier"],
+        seed=0,
+        validation=0.0,
+        params=[],
+    )
+    tasks = uncertainty.plan(args)
+    # Each data set runs the requested methods its task has.
+    assert {(t["dataset"], t["method"], t["settings"]["task"]) for t in tasks} == {
+        ("iris", "HyperNet", "classification"),
+        ("iris", "MLPClassifier", "classification"),
+        ("diabetes", "HyperNet", "regression"),
+        ("diabetes", "NGBoost", "regression"),
+    }
+    record = uncertainty.run_task(next(t for t in tasks if t["method"] == "MLPClassifier"))
+    assert 0.8 < record["accuracy"] <= 1 and record["log_loss"] > 0 and 0 <= record["ece"] < 1
+    assert record["n_train"] + record["n_test"] == 150
+    table = uncertainty.summary([record])
+    assert "test log loss" in table and "Mean rank in log loss" in table
+    assert "NLL" not in table
 
 
 @pytest.mark.parametrize("text", ["my notes\nsecond line", "single line", '{"x": 1}\nlast'])

@@ -18,6 +18,11 @@ test rows and on rows beyond the data's range (the test rows' standardised
 features times ``FAR_FACTOR``).  A conformal interval is read as a Gaussian
 of the same 90 % interval for the NLL and CRPS.
 
+The classification data sets (``--datasets breast_cancer digits wine iris``,
+20 stratified 80/20 splits each) run the classifiers of the same methods beside
+``MLPClassifier`` and histogram gradient boosting: accuracy, log loss and the
+top-label expected calibration error.
+
 With ``--validation FRACTION`` every method is fitted on the rest of each
 split's training rows and scored on that fraction of them: settings are
 chosen there, never on test rows.
@@ -28,18 +33,26 @@ import warnings
 
 import numpy as np
 from scipy.stats import norm
-from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
+from sklearn.metrics import accuracy_score, log_loss
+from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from .. import HyperNetRegressor, SGDBaseline
+from .. import HyperNetClassifier, HyperNetRegressor, SGDBaseline, SGDBaselineClassifier
 from .._cli import add_jobs_argument, at_least
 from ..datasets import uci_n_splits
 from ..distributions import Normal
-from ..metrics import crps, interval_coverage, interval_width, log_likelihood
+from ..metrics import (
+    crps,
+    expected_calibration_error,
+    interval_coverage,
+    interval_width,
+    log_likelihood,
+)
 from ._results import BenchmarkInputError, add_store_arguments, format_estimate, markdown_table
 from ._results import mean_and_standard_error as mean_and_error
 from .defaults import (
@@ -159,6 +172,18 @@ METHODS = {
         HyperNetRegressor(random_state=seed), True, seed
     ),
 }
+#: The same for the classification data sets: ours, and what a user compares them with.
+CLASSIFIERS = {
+    "HyperNet": _ours(HyperNetClassifier),
+    "HyperNet, recommended": _ours(HyperNetClassifier, **RECOMMENDED),
+    f"HyperNet, {MEMBERS} members": _ours(HyperNetClassifier, n_members=MEMBERS),
+    "SGDBaseline": _ours(SGDBaselineClassifier),
+    f"SGDBaseline, {MEMBERS} members": _ours(SGDBaselineClassifier, n_members=MEMBERS),
+    "MLPClassifier": lambda seed, n_features: MLPClassifier(random_state=seed),
+    "HistGradientBoosting": lambda seed, n_features: HistGradientBoostingClassifier(
+        random_state=seed
+    ),
+}
 DEEP_ENSEMBLE = f"SGDBaseline, {MEMBERS} members"
 SCORES = ("nll", "crps", "coverage_90", "width_90", "rmse")
 
@@ -170,14 +195,17 @@ def add_arguments(parser):
     parser.add_argument(
         "--datasets",
         nargs="+",
-        help=f"data sets to run, UCI folder names or {', '.join(BUILTIN)}; default: the UCI "
-        "sets of --data and diabetes",
+        help=f"data sets to run, UCI folder names or {', '.join(BUILTIN)} (the last four "
+        "classification); default: the UCI sets of --data and diabetes",
     )
     parser.add_argument(
         "--splits", type=at_least(1), help="first N splits of each data set (default: all)"
     )
     parser.add_argument(
-        "--methods", nargs="+", choices=list(METHODS), help="methods to run (default: all)"
+        "--methods",
+        nargs="+",
+        choices=list(dict.fromkeys([*METHODS, *CLASSIFIERS])),
+        help="methods to run (default: all; each data set runs those of its task)",
     )
     parser.add_argument("--seed", type=at_least(0), default=0, help="base seed (plus the split)")
     add_validation_argument(parser)
@@ -214,9 +242,7 @@ def plan(args):
     uci = find_datasets(args.data, uci_names or None) if wanted else []
     sources = [(name, "uci") for name in uci]
     sources += [("diabetes", "builtin")] if not requested or "diabetes" in requested else []
-    unknown = [name for name in requested if name in BUILTIN and name != "diabetes"]
-    if unknown:
-        raise BenchmarkInputError(f"{unknown} are classification data sets; this is regression.")
+    sources += [(name, "builtin") for name in requested if name in BUILTIN and name != "diabetes"]
     params = parse_params(args.params)
     valid = HyperNetRegressor().get_params()
     unknown = sorted(name for name, _ in params if name not in valid)
@@ -226,17 +252,24 @@ def plan(args):
     for name, source in sources:
         n_splits = uci_n_splits(f"{args.data}/{name}") if source == "uci" else BUILTIN_SPLITS
         n_splits = min(n_splits, args.splits or n_splits)
-        methods = list(args.methods or METHODS)
+        kind = BUILTIN[name][1] if source == "builtin" else "regression"
+        table = CLASSIFIERS if kind == "classification" else METHODS
+        methods = [method for method in args.methods or table if method in table]
+        if not methods:
+            raise BenchmarkInputError(
+                f"{name} is a {kind} data set, and none of the methods {args.methods} has a "
+                f"{kind} version; those that do: {', '.join(table)}."
+            )
         first = {
             "data": args.data,
             "dataset": name,
             "split": 0,
-            "settings": {"source": source, "task": "regression"},
+            "settings": {"source": source, "task": kind},
         }
         subsampled = len(load_split_of(first)[2]) > GP_MAX_ROWS
         for split in range(n_splits):
             for method in methods:
-                settings = {"source": source, "task": "regression", "seed": args.seed}
+                settings = {"source": source, "task": kind, "seed": args.seed}
                 if args.validation:
                     settings["validation"] = args.validation
                 if method == "HyperNet, recommended":
@@ -283,7 +316,9 @@ def run_task(task):
     torch.set_num_threads(1)
     X_train, X_test, y_train, y_test = scored_rows(task)
     seed = task["settings"]["seed"] + task["split"]
-    estimator = METHODS[task.get("estimator", task["method"])](seed, X_train.shape[1])
+    classification = task["settings"]["task"] == "classification"
+    table = CLASSIFIERS if classification else METHODS
+    estimator = table[task.get("estimator", task["method"])](seed, X_train.shape[1])
     if task["settings"].get("params"):
         estimator.set_params(
             **{n: tuple(v) if isinstance(v, list) else v for n, v in task["settings"]["params"]}
@@ -294,6 +329,8 @@ def run_task(task):
         start = time.perf_counter()
         model.fit(X_train, y_train)
         fit_seconds = time.perf_counter() - start
+        if classification:
+            return _classification_record(task, model, fit_seconds, len(y_train), X_test, y_test)
         start = time.perf_counter()
         dist = _distribution(model, X_test)
         predict_seconds = time.perf_counter() - start
@@ -318,10 +355,31 @@ def run_task(task):
     return record
 
 
+def _classification_record(task, model, fit_seconds, n_train, X_test, y_test):
+    start = time.perf_counter()
+    proba = model.predict_proba(X_test)
+    predict_seconds = time.perf_counter() - start
+    classes = model[-1].classes_
+    return {
+        **{k: task[k] for k in ("dataset", "split", "method", "settings")},
+        "estimator": task.get("estimator", task["method"]),
+        "accuracy": float(accuracy_score(y_test, classes[np.argmax(proba, axis=1)])),
+        "log_loss": float(log_loss(y_test, proba, labels=classes)),
+        "ece": expected_calibration_error(y_test, proba, classes=classes),
+        "fit_seconds": fit_seconds,
+        "predict_seconds": predict_seconds,
+        "n_train": n_train,
+        "n_test": len(y_test),
+    }
+
+
 def describe(record):
+    if "log_loss" in record:
+        scores = f"log loss {record['log_loss']:.3f}, accuracy {record['accuracy']:.3f}"
+    else:
+        scores = f"NLL {record['nll']:.3f}, coverage {record['coverage_90']:.2f}"
     return (
-        f"{record['dataset']} split {record['split']} {record['method']}: NLL "
-        f"{record['nll']:.3f}, coverage {record['coverage_90']:.2f} in "
+        f"{record['dataset']} split {record['split']} {record['method']}: {scores} in "
         f"{record['fit_seconds']:.1f} s"
     )
 
@@ -353,21 +411,43 @@ def _estimator(label, records):
 
 
 def summary(records):
-    """Markdown tables: one per score, data sets by methods, mean ± standard error."""
+    """Markdown tables: one per score, data sets by methods, mean ± standard
+    error; the regression data sets first, then the classification ones."""
+    regression = [r for r in records if r["settings"].get("task") != "classification"]
+    classification = [r for r in records if r["settings"].get("task") == "classification"]
+    parts = [
+        _summary(regression, METHODS, REGRESSION_TITLES, ("nll", "crps")),
+        _summary(classification, CLASSIFIERS, CLASSIFICATION_TITLES, ("log_loss",)),
+    ]
+    return "\n\n".join(part for part in parts if part)
+
+
+REGRESSION_TITLES = {
+    "nll": "{scored} NLL (lower is better)",
+    "crps": "{scored} CRPS (lower is better)",
+    "coverage_90": "{scored} coverage of the central 90 % interval",
+    "width_90": "{scored} mean width of the central 90 % interval",
+    "rmse": "{scored} RMSE",
+    "fit_seconds": "fit time (s, one thread)",
+}
+CLASSIFICATION_TITLES = {
+    "log_loss": "{scored} log loss (lower is better)",
+    "accuracy": "{scored} accuracy",
+    "ece": "{scored} expected calibration error (top label, 10 bins; lower is better)",
+    "fit_seconds": "fit time (s, one thread)",
+}
+
+
+def _summary(records, table, titles, ranked):
+    if not records:
+        return ""
     cells = _by_cell(records)
     labels = list(dict.fromkeys(r["method"] for r in records))
-    order = list(METHODS)
+    order = list(table)
     methods = sorted(labels, key=lambda label: (order.index(_estimator(label, records)), label))
     datasets = sorted({r["dataset"] for r in records})
     scored = "validation" if any(r["settings"].get("validation") for r in records) else "test"
-    titles = {
-        "nll": f"{scored} NLL (lower is better)",
-        "crps": f"{scored} CRPS (lower is better)",
-        "coverage_90": f"{scored} coverage of the central 90 % interval",
-        "width_90": f"{scored} mean width of the central 90 % interval",
-        "rmse": f"{scored} RMSE",
-        "fit_seconds": "fit time (s, one thread)",
-    }
+    titles = {score: title.format(scored=scored) for score, title in titles.items()}
     out = []
     for score, title in titles.items():
         rows = []
@@ -384,11 +464,12 @@ def summary(records):
             rows.append(row)
         out.append(f"{title}, mean ± standard error (splits)")
         out.append(markdown_table(["data set", *methods], rows))
-    for score in ("nll", "crps"):
+    for score in ranked:
         ranks, complete = mean_ranks(records, score)
         if ranks:
             text = ", ".join(f"{m} {ranks[m]:.2f}" for m in methods if m in ranks)
-            out.append(f"Mean rank in {score.upper()} over {len(complete)} data sets: {text}")
+            name = score.upper() if score != "log_loss" else "log loss"
+            out.append(f"Mean rank in {name} over {len(complete)} data sets: {text}")
     shares = [
         [
             m,
