@@ -156,13 +156,22 @@ def _ours(cls, **params):
     return lambda seed, n_features: cls(random_state=seed, **params)
 
 
+def _our_methods(hypernet, baseline):
+    """The package's methods for one task: the hypernetwork in the paper's mode,
+    the recommended setting and with members; the baseline alone and as a
+    deep ensemble."""
+    return {
+        "HyperNet": _ours(hypernet),
+        "HyperNet, recommended": _ours(hypernet, **RECOMMENDED),
+        f"HyperNet, {MEMBERS} members": _ours(hypernet, n_members=MEMBERS),
+        "SGDBaseline": _ours(baseline),
+        f"SGDBaseline, {MEMBERS} members": _ours(baseline, n_members=MEMBERS),
+    }
+
+
 #: Method name -> estimator for a seed and a number of features (before the scaler).
 METHODS = {
-    "HyperNet": _ours(HyperNetRegressor),
-    "HyperNet, recommended": _ours(HyperNetRegressor, **RECOMMENDED),
-    f"HyperNet, {MEMBERS} members": _ours(HyperNetRegressor, n_members=MEMBERS),
-    "SGDBaseline": _ours(SGDBaseline),
-    f"SGDBaseline, {MEMBERS} members": _ours(SGDBaseline, n_members=MEMBERS),
+    **_our_methods(HyperNetRegressor, SGDBaseline),
     "NGBoost": _ngboost,
     "Gaussian process": _gaussian_process,
     "conformal HGB": lambda seed, n_features: ConformalInterval(
@@ -174,11 +183,7 @@ METHODS = {
 }
 #: The same for the classification data sets: ours, and what a user compares them with.
 CLASSIFIERS = {
-    "HyperNet": _ours(HyperNetClassifier),
-    "HyperNet, recommended": _ours(HyperNetClassifier, **RECOMMENDED),
-    f"HyperNet, {MEMBERS} members": _ours(HyperNetClassifier, n_members=MEMBERS),
-    "SGDBaseline": _ours(SGDBaselineClassifier),
-    f"SGDBaseline, {MEMBERS} members": _ours(SGDBaselineClassifier, n_members=MEMBERS),
+    **_our_methods(HyperNetClassifier, SGDBaselineClassifier),
     "MLPClassifier": lambda seed, n_features: MLPClassifier(random_state=seed),
     "HistGradientBoosting": lambda seed, n_features: HistGradientBoostingClassifier(
         random_state=seed
