@@ -393,24 +393,30 @@ def measure(threads=None, repeats=3):
     return figures
 
 
+def _epoch_row(where, names, seconds, target):
+    """A table row comparing two epoch times: ``epoch, WHERE: A / B``, both in
+    ms, their ratio and the target."""
+    (first, second), (numerator, denominator) = names, seconds
+    return (
+        f"epoch, {where}: {first} / {second}",
+        f"{numerator * 1e3:.1f} ms / {denominator * 1e3:.1f} ms",
+        numerator / denominator,
+        target,
+    )
+
+
 def report(figures):
     """The Markdown table of ``figures`` with ratios and targets."""
     one, mid, big = figures["batch_1"], figures["batch_32"], figures["batch_512"]
     replicas = figures["lockstep_replicas"]
-    mlp1 = one["MLPRegressor"]
     peak = figures["mnist_step_peak_bytes"]
     rows = [
-        (
-            "epoch, batch 1, 455 x 13: HyperNetRegressor / MLPRegressor",
-            f"{one['HyperNetRegressor'] * 1e3:.1f} ms / {mlp1 * 1e3:.1f} ms",
-            one["HyperNetRegressor"] / mlp1,
-            "<= 1.0",
-        ),
-        (
-            "epoch, batch 1, 455 x 13: SGDBaseline / MLPRegressor",
-            f"{one['SGDBaseline'] * 1e3:.1f} ms / {mlp1 * 1e3:.1f} ms",
-            one["SGDBaseline"] / mlp1,
-            "<= 0.5",
+        *(
+            _epoch_row(where, (name, "MLPRegressor"), (times[name], times["MLPRegressor"]), target)
+            for where, times, name, target in [
+                ("batch 1, 455 x 13", one, "HyperNetRegressor", "<= 1.0"),
+                ("batch 1, 455 x 13", one, "SGDBaseline", "<= 0.5"),
+            ]
         ),
         (
             f"epoch, batch 1, 455 x 13: {replicas} separate HyperNetRegressor fits / "
@@ -420,29 +426,19 @@ def report(figures):
             replicas * one["HyperNetRegressor"] / figures["batch_1_lockstep"],
             ">= 5.0",
         ),
-        (
-            "epoch, batch 32, 927 x 8: HyperNetRegressor / SGDBaseline",
-            f"{mid['HyperNetRegressor'] * 1e3:.1f} ms / {mid['SGDBaseline'] * 1e3:.1f} ms",
-            mid["HyperNetRegressor"] / mid["SGDBaseline"],
-            "<= 2.0",
-        ),
-        (
-            "epoch, batch 32, 927 x 8: HyperNetRegressor / MLPRegressor",
-            f"{mid['HyperNetRegressor'] * 1e3:.1f} ms / {mid['MLPRegressor'] * 1e3:.1f} ms",
-            mid["HyperNetRegressor"] / mid["MLPRegressor"],
-            "",
-        ),
-        (
-            "epoch, batch 512, 8192 x 8: HyperNetRegressor / SGDBaseline",
-            f"{big['HyperNetRegressor'] * 1e3:.1f} ms / {big['SGDBaseline'] * 1e3:.1f} ms",
-            big["HyperNetRegressor"] / big["SGDBaseline"],
-            "<= 3.0",
-        ),
-        (
-            "epoch, batch 512, 8192 x 8: HyperNetRegressor / MLPRegressor",
-            f"{big['HyperNetRegressor'] * 1e3:.1f} ms / {big['MLPRegressor'] * 1e3:.1f} ms",
-            big["HyperNetRegressor"] / big["MLPRegressor"],
-            "",
+        *(
+            _epoch_row(
+                where,
+                ("HyperNetRegressor", other),
+                (times["HyperNetRegressor"], times[other]),
+                target,
+            )
+            for where, times, other, target in [
+                ("batch 32, 927 x 8", mid, "SGDBaseline", "<= 2.0"),
+                ("batch 32, 927 x 8", mid, "MLPRegressor", ""),
+                ("batch 512, 8192 x 8", big, "SGDBaseline", "<= 3.0"),
+                ("batch 512, 8192 x 8", big, "MLPRegressor", ""),
+            ]
         ),
         (
             "epoch, batch 512, 8192 x 8: HyperNetRegressor GFLOP/s / matmul GFLOP/s",
@@ -471,15 +467,15 @@ def report(figures):
         ),
         ("predict, 10,000 rows, S = 100", f"{figures['predict_seconds'] * 1e3:.0f} ms", None, ""),
         *(
-            (
-                f"epoch, batch {batch}, {shape}: HyperNetRegressor kl_weight=0.1 / kl_weight=0",
-                f"{kl * 1e3:.1f} ms / {plain['HyperNetRegressor'] * 1e3:.1f} ms",
-                kl / plain["HyperNetRegressor"],
+            _epoch_row(
+                where,
+                ("HyperNetRegressor kl_weight=0.1", "kl_weight=0"),
+                (kl, plain["HyperNetRegressor"]),
                 "<= 1.3",
             )
-            for batch, shape, kl, plain in [
-                (1, "455 x 13", figures["batch_1_kl"], one),
-                (32, "927 x 8", figures["batch_32_kl"], mid),
+            for where, kl, plain in [
+                ("batch 1, 455 x 13", figures["batch_1_kl"], one),
+                ("batch 32, 927 x 8", figures["batch_32_kl"], mid),
             ]
         ),
         (
@@ -498,10 +494,10 @@ def report(figures):
         family, batch = name.split(" batch ")
         shape = " x ".join(str(n) for n in ENSEMBLE_SHAPES[int(batch)])
         rows.append(
-            (
-                f"epoch, batch {batch}, {shape}: {family}(n_members={members}) / one network",
-                f"{seconds['members'] * 1e3:.1f} ms / {seconds['one'] * 1e3:.1f} ms",
-                seconds["members"] / seconds["one"],
+            _epoch_row(
+                f"batch {batch}, {shape}",
+                (f"{family}(n_members={members})", "one network"),
+                (seconds["members"], seconds["one"]),
                 "<= 1.5" if batch == "32" else "",
             )
         )
